@@ -1,0 +1,9 @@
+DROP TABLE schedule_fires;
+DROP TABLE execution_logs;
+DROP TABLE executions;
+DROP TABLE schedules;
+DROP TABLE proc_secrets;
+DROP TABLE procs;
+DROP TABLE api_tokens;
+DROP TABLE user_groups;
+DROP TABLE users;

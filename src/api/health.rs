@@ -1,0 +1,53 @@
+//! Liveness (`/ping`, the original's) and readiness (`/health/ready`: the database and Redis).
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use serde_json::json;
+
+use super::ApiState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `GET /ping` → `pong`.
+pub async fn ping() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/plain").body("pong")
+}
+
+/// `GET /health/ready` → 200 when every dependency answers, else 503 naming the ones down.
+pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
+    let stores = &state.stores;
+    let database = stores.db.check(CHECK_TIMEOUT);
+    let redis = async {
+        match &stores.redis {
+            Some(redis) => Some(redis.check(CHECK_TIMEOUT).await),
+            None => None,
+        }
+    };
+    let (database, redis) = tokio::join!(database, redis);
+
+    let mut checks = serde_json::Map::new();
+    let mut down = Vec::new();
+    let mut record = |name: &str, result: Result<(), crate::store::StoreError>| match result {
+        Ok(()) => {
+            checks.insert(name.into(), json!("ok"));
+        }
+        Err(e) => {
+            tracing::warn!(dependency = name, error = %e, "readiness check failed");
+            checks.insert(name.into(), json!("unavailable"));
+            down.push(name.to_owned());
+        }
+    };
+    record("database", database);
+    if let Some(redis) = redis {
+        record("redis", redis);
+    }
+    if down.is_empty() {
+        HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "error": format!("{} unavailable", down.join(" and ")),
+            "detail": {"checks": checks},
+        }))
+    }
+}

@@ -1,0 +1,135 @@
+//! Procs: `POST /jobs/metadata` (admins; one proc or an array, upserted), `GET /jobs/metadata`
+//! (the procs the caller may use), `GET` and `DELETE /jobs/metadata/{name}`.
+
+use actix_web::{HttpResponse, web};
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::auth::Caller;
+use crate::error::ApiError;
+use crate::model::{ProcMetadata, ProcName};
+
+/// The most procs one request may register.
+const MAX_PROCS_PER_REQUEST: usize = 500;
+
+/// Parses a path segment as a proc name (400 naming the problem otherwise).
+pub fn parse_name(name: &str) -> Result<ProcName, ApiError> {
+    ProcName::parse(name).map_err(ApiError::bad_request)
+}
+
+/// Reads one proc from JSON; `at` says where it was in the request.
+fn parse_proc(value: Value, at: &str) -> Result<ProcMetadata, ApiError> {
+    let proc: ProcMetadata = serde_json::from_value(value)
+        .map_err(|e| ApiError::bad_request(format!("{at}invalid proc metadata: {e}")))?;
+    let problems = proc.problems();
+    if !problems.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{at}proc {} is invalid: {}",
+            proc.name,
+            problems.join("; ")
+        ))
+        .with_detail(json!({"problems": problems})));
+    }
+    Ok(proc)
+}
+
+/// `POST /jobs/metadata`: registers or updates procs; 201 with what was stored.
+pub async fn register(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin("register procs")?;
+    let (procs, many) = match body.into_inner() {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ApiError::bad_request("the array of procs is empty"));
+            }
+            if items.len() > MAX_PROCS_PER_REQUEST {
+                return Err(ApiError::bad_request(format!(
+                    "{} procs in one request; the limit is {MAX_PROCS_PER_REQUEST}",
+                    items.len()
+                )));
+            }
+            let procs = items
+                .into_iter()
+                .enumerate()
+                .map(|(i, item)| parse_proc(item, &format!("procs[{i}]: ")))
+                .collect::<Result<Vec<_>, _>>()?;
+            (procs, true)
+        }
+        value @ Value::Object(_) => (vec![parse_proc(value, "")?], false),
+        _ => {
+            return Err(ApiError::bad_request(
+                "expected a proc's metadata as a JSON object, or an array of them",
+            ));
+        }
+    };
+    let mut names: Vec<&ProcName> = procs.iter().map(|p| &p.name).collect();
+    names.sort();
+    if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ApiError::bad_request(format!(
+            "proc {} appears more than once in the request",
+            pair[0]
+        )));
+    }
+    state.stores.procs.upsert(procs.clone()).await?;
+    tracing::info!(by = %caller.email, procs = ?procs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), "procs registered");
+    let body = if many { json!(procs) } else { json!(procs[0]) };
+    Ok(HttpResponse::Created().json(body))
+}
+
+/// `GET /jobs/metadata`: the procs the caller may see, by name.
+pub async fn list(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let procs: Vec<ProcMetadata> = state
+        .stores
+        .procs
+        .list()
+        .await?
+        .into_iter()
+        .filter(|p| caller.may_use(p))
+        .collect();
+    Ok(HttpResponse::Ok().json(procs))
+}
+
+/// Loads a proc the caller may use: 400 for a bad name, 404 unknown, 403 not allowed.
+pub async fn find_usable(
+    state: &ApiState,
+    caller: &Caller,
+    name: &str,
+) -> Result<ProcMetadata, ApiError> {
+    let name = parse_name(name)?;
+    let proc = state
+        .stores
+        .procs
+        .get(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no proc named {name}")))?;
+    caller.require_use(&proc)?;
+    Ok(proc)
+}
+
+/// `GET /jobs/metadata/{name}`.
+pub async fn describe(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let proc = find_usable(&state, &caller, &name).await?;
+    Ok(HttpResponse::Ok().json(proc))
+}
+
+/// `DELETE /jobs/metadata/{name}`: removes the proc and its secrets (admins).
+pub async fn remove(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin("remove procs")?;
+    let name = parse_name(&name)?;
+    if !state.stores.procs.delete(&name).await? {
+        return Err(ApiError::not_found(format!("no proc named {name}")));
+    }
+    tracing::info!(by = %caller.email, proc = %name, "proc removed");
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,110 @@
+//! Secrets: `POST /jobs/secrets` `{job_name, secrets: {KEY: VALUE}}` (admins) seals and
+//! stores them; `GET /jobs/secrets/{name}` shows only which names are set;
+//! `DELETE /jobs/secrets/{name}` removes them all. No answer ever holds a value.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::auth::Caller;
+use super::procs::{find_usable, parse_name};
+use crate::config::Sensitive;
+use crate::error::ApiError;
+use crate::model::EnvName;
+
+const MAX_SECRETS: usize = 200;
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Reads the body by hand so that no error message can quote a secret's value.
+fn parse_body(body: Value) -> Result<(String, BTreeMap<EnvName, Sensitive<String>>), ApiError> {
+    let Value::Object(mut body) = body else {
+        return Err(ApiError::bad_request(
+            "expected {\"job_name\": \"...\", \"secrets\": {\"KEY\": \"VALUE\"}}",
+        ));
+    };
+    let job_name = match body.remove("job_name") {
+        Some(Value::String(name)) => name,
+        Some(_) => return Err(ApiError::bad_request("job_name must be a string")),
+        None => return Err(ApiError::bad_request("job_name is missing")),
+    };
+    let secrets = match body.remove("secrets") {
+        Some(Value::Object(secrets)) => secrets,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "secrets must be an object of names to string values",
+            ));
+        }
+        None => return Err(ApiError::bad_request("secrets is missing")),
+    };
+    if secrets.is_empty() {
+        return Err(ApiError::bad_request("secrets is empty: give at least one"));
+    }
+    if secrets.len() > MAX_SECRETS {
+        return Err(ApiError::bad_request(format!(
+            "{} secrets in one request; the limit is {MAX_SECRETS}",
+            secrets.len()
+        )));
+    }
+    let mut parsed = BTreeMap::new();
+    for (name, value) in secrets {
+        let name = EnvName::parse(&name).map_err(|e| ApiError::bad_request(format!("secrets: {e}")))?;
+        let Value::String(value) = value else {
+            return Err(ApiError::bad_request(format!(
+                "secrets.{name}: the value must be a string"
+            )));
+        };
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "secrets.{name}: the value is longer than {MAX_VALUE_BYTES} bytes"
+            )));
+        }
+        parsed.insert(name, Sensitive::new(value));
+    }
+    Ok((job_name, parsed))
+}
+
+/// `POST /jobs/secrets`: 201 with the proc's secret names.
+pub async fn set(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    body: web::Json<Value>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin("set secrets")?;
+    let (job_name, secrets) = parse_body(body.into_inner())?;
+    let name = parse_name(&job_name)?;
+    if state.stores.procs.get(&name).await?.is_none() {
+        return Err(ApiError::not_found(format!("no proc named {name}")));
+    }
+    let names = state.stores.secrets.put(&name, secrets).await?;
+    tracing::info!(by = %caller.email, proc = %name, secrets = ?names, "secrets set");
+    Ok(HttpResponse::Created().json(json!({"job_name": name, "secret_names": names})))
+}
+
+/// `GET /jobs/secrets/{name}`: which secrets are set (names only), for whoever may use the proc.
+pub async fn list_names(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let proc = find_usable(&state, &caller, &name).await?;
+    let names = state.stores.secrets.names(&proc.name).await?;
+    Ok(HttpResponse::Ok().json(json!({"job_name": proc.name, "secret_names": names})))
+}
+
+/// `DELETE /jobs/secrets/{name}`: removes every secret of the proc (admins).
+pub async fn remove(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin("remove secrets")?;
+    let name = parse_name(&name)?;
+    if state.stores.procs.get(&name).await?.is_none() {
+        return Err(ApiError::not_found(format!("no proc named {name}")));
+    }
+    let removed = state.stores.secrets.delete(&name).await?;
+    tracing::info!(by = %caller.email, proc = %name, removed, "secrets removed");
+    Ok(HttpResponse::NoContent().finish())
+}

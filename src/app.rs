@@ -1,0 +1,101 @@
+//! The application: stores, then the HTTP server bound to its listener. Both `proctord`
+//! and the tests start it through [`Application::build`].
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use tracing_actix_web::TracingLogger;
+
+use crate::api::{self, ApiState};
+use crate::config::{AuthMode, Settings};
+use crate::error;
+use crate::store::{KeySource, Stores};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    stores: Stores,
+}
+
+impl Application {
+    /// Opens the stores and binds the listener (port 0 picks a free one).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        for warning in &settings.warnings {
+            tracing::warn!("{warning}");
+        }
+        let (stores, key_source) = Stores::open(&settings).await?;
+        match key_source {
+            KeySource::KeyFile { path, created: true } => tracing::warn!(
+                "generated a new secrets key at {}: back it up, secrets cannot be read without it",
+                path.display()
+            ),
+            KeySource::KeyFile { path, created: false } => {
+                tracing::info!("secrets are sealed with the key in {}", path.display())
+            }
+            KeySource::Setting => tracing::info!("secrets are sealed with PROCTOR_SECRETS_KEY"),
+        }
+        if settings.auth == AuthMode::Off {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF (PROCTOR_AUTH=off or the embedded default on loopback): \
+                 every caller is an admin. Set PROCTOR_AUTH=on to require tokens."
+            );
+        }
+
+        let address = (settings.app_host, settings.app_port);
+        let listener = TcpListener::bind(address)
+            .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(ApiState {
+            stores: stores.clone(),
+            auth: settings.auth,
+            min_client_version: settings.min_client_version.clone(),
+        });
+        let max_request_bytes = settings.max_request_bytes;
+        let server = HttpServer::new(move || {
+            App::new()
+                .wrap(TracingLogger::default())
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_request_bytes)
+                        .content_type_required(false)
+                        .error_handler(error::json_error),
+                )
+                .app_data(web::QueryConfig::default().error_handler(error::query_error))
+                .app_data(web::PathConfig::default().error_handler(error::path_error))
+                .configure(api::routes)
+                .default_service(web::to(api::unknown_route))
+        })
+        .listen(listener)?
+        .shutdown_timeout(10)
+        .run();
+        tracing::info!(
+            "proctord listening on http://{}:{port} ({:?} database, procs in {})",
+            settings.app_host,
+            settings.database.kind,
+            if settings.redis.is_some() { "Redis" } else { "the database" },
+        );
+        Ok(Self {
+            port,
+            server,
+            stores,
+        })
+    }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The stores, for admin commands and tests.
+    pub fn stores(&self) -> &Stores {
+        &self.stores
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

@@ -1,0 +1,752 @@
+//! Settings: `config/default.toml` (compiled in), then `config/<PROCTOR_ENVIRONMENT>.toml`
+//! when present, then `PROCTOR_*` environment variables. Every setting is read in
+//! [`Settings::from_raw`], once, with a parse error that names the variable.
+//!
+//! The flat names are the original Proctor's (`PROCTOR_APP_PORT`, `PROCTOR_REDIS_ADDRESS`, ...);
+//! the key in a TOML file is the same name without the prefix, in lower case.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+/// The compiled-in defaults: the one place a default value is written.
+pub const DEFAULTS: &str = include_str!("../config/default.toml");
+
+/// Environment variables read outside the settings table (they pick the files).
+const META_VARIABLES: &[&str] = &["PROCTOR_ENVIRONMENT", "PROCTOR_CONFIG_DIR"];
+
+/// A value that must never be printed: `Debug` shows `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Sensitive<T>(T);
+
+impl<T> Sensitive<T> {
+    pub fn new(value: T) -> Self {
+        Self(value)
+    }
+    /// The value itself, for the one place that needs it.
+    pub fn expose(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> fmt::Debug for Sensitive<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A setting with a bad value: `PROCTOR_APP_PORT: expected ..., got "abc"`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {message}")]
+pub struct SettingsError {
+    pub variable: String,
+    pub message: String,
+}
+
+impl SettingsError {
+    fn new(key: &str, message: impl Into<String>) -> Self {
+        Self {
+            variable: variable_name(key),
+            message: message.into(),
+        }
+    }
+}
+
+/// `app_port` -> `PROCTOR_APP_PORT`.
+pub fn variable_name(key: &str) -> String {
+    format!("PROCTOR_{}", key.to_ascii_uppercase())
+}
+
+/// Which relational database holds executions, schedules and users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub kind: DatabaseKind,
+    /// A `postgres://` URL or libpq conninfo string, or a SQLite file path.
+    pub url: Sensitive<String>,
+    pub max_connections: u32,
+    pub connection_max_lifetime: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    /// `redis://host:port/` (built from the original's `host:port` form when needed).
+    pub url: Sensitive<String>,
+    pub max_active_connections: u32,
+    /// Prepended to every key, so several deployments (or tests) can share one server.
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutorKind {
+    Local,
+    Kubernetes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct KubeSettings {
+    /// Unset: in-cluster service account; `out-of-cluster`: the current kubeconfig context;
+    /// anything else: the path of a kubeconfig file.
+    pub config: Option<String>,
+    pub job_active_deadline_seconds: u64,
+    pub job_retries: u32,
+    pub namespace: String,
+    pub cluster_host_name: Option<String>,
+    pub ca_cert_encoded: Option<String>,
+    pub basic_auth_encoded: Option<Sensitive<String>>,
+    pub pod_list_wait_time: Duration,
+    pub job_pod_annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub username: Option<String>,
+    pub password: Option<Sensitive<String>>,
+    pub server_host: Option<String>,
+    pub server_port: u16,
+}
+
+/// Everything `proctord` is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub app_host: IpAddr,
+    pub app_port: u16,
+    /// A `tracing` filter directive (`debug`, `info`, ...).
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub data_dir: PathBuf,
+    pub auth: AuthMode,
+    pub max_request_bytes: usize,
+    pub database: DatabaseSettings,
+    pub redis: Option<RedisSettings>,
+    /// The AES-256-GCM key that seals secrets; `None` in the embedded mode means
+    /// "use (or create) the key file under `data_dir`".
+    pub secrets_key: Option<Sensitive<[u8; 32]>>,
+    pub executor: ExecutorKind,
+    pub logs_stream_read_buffer_size: usize,
+    pub logs_stream_write_buffer_size: usize,
+    pub kube: KubeSettings,
+    pub min_client_version: Option<semver::Version>,
+    pub scheduled_jobs_fetch_interval: Duration,
+    pub mail: MailSettings,
+    pub sentry_dsn: Option<Sensitive<String>>,
+    /// Things worth a warning once logging is up (deprecated or unknown variables).
+    pub warnings: Vec<String>,
+}
+
+/// The merged layers as strings, remembering which keys were read.
+struct Raw {
+    values: HashMap<String, String>,
+    read: RefCell<BTreeSet<String>>,
+}
+
+impl Raw {
+    fn get(&self, key: &str) -> String {
+        self.read.borrow_mut().insert(key.to_owned());
+        self.values
+            .get(key)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn optional(&self, key: &str) -> Option<String> {
+        Some(self.get(key)).filter(|v| !v.is_empty())
+    }
+
+    fn parse<T: FromStr>(&self, key: &str, expected: &str) -> Result<T, SettingsError> {
+        let value = self.get(key);
+        value
+            .parse()
+            .map_err(|_| SettingsError::new(key, format!("expected {expected}, got {value:?}")))
+    }
+
+    fn one_of<T: Copy>(&self, key: &str, choices: &[(&str, T)]) -> Result<T, SettingsError> {
+        let value = self.get(key).to_ascii_lowercase();
+        choices
+            .iter()
+            .find(|(name, _)| *name == value)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let names: Vec<_> = choices.iter().map(|(n, _)| *n).collect();
+                SettingsError::new(
+                    key,
+                    format!("expected one of {}, got {value:?}", names.join(", ")),
+                )
+            })
+    }
+}
+
+impl Settings {
+    /// Reads the defaults, the environment's file and the process environment.
+    pub fn load() -> Result<Self, SettingsError> {
+        let environment = std::env::var("PROCTOR_ENVIRONMENT").unwrap_or_default();
+        let config_dir = std::env::var("PROCTOR_CONFIG_DIR").unwrap_or_else(|_| "config".into());
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS,
+            config::FileFormat::Toml,
+        ));
+        if !environment.is_empty() {
+            let file = Path::new(&config_dir).join(format!("{environment}.toml"));
+            builder = builder.add_source(config::File::from(file).required(false));
+        }
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("PROCTOR_") && !META_VARIABLES.contains(&k.as_str()))
+            .collect();
+        for (key, value) in &env {
+            let key = key.trim_start_matches("PROCTOR_").to_ascii_lowercase();
+            builder = builder
+                .set_override(key, value.clone())
+                .expect("a string override is always accepted");
+        }
+        let merged = builder.build().map_err(|e| SettingsError {
+            variable: format!("{config_dir}/{environment}.toml"),
+            message: e.to_string(),
+        })?;
+        let table = merged
+            .try_deserialize::<HashMap<String, config::Value>>()
+            .map_err(|e| SettingsError {
+                variable: "configuration".into(),
+                message: e.to_string(),
+            })?;
+        let mut values = HashMap::new();
+        for (key, value) in table {
+            let text = value.clone().into_string().map_err(|_| {
+                SettingsError::new(&key, "expected a single value, not a table or list")
+            })?;
+            values.insert(key, text);
+        }
+        Self::from_raw(values)
+    }
+
+    /// The defaults overlaid with `overrides` (keys as in the TOML file: `app_port`).
+    /// Tests and tools use this; it never reads the process environment.
+    pub fn from_overrides<'a>(
+        overrides: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Self, SettingsError> {
+        let mut values = default_values();
+        for (key, value) in overrides {
+            values.insert(key.to_ascii_lowercase(), value.to_owned());
+        }
+        Self::from_raw(values)
+    }
+
+    fn from_raw(values: HashMap<String, String>) -> Result<Self, SettingsError> {
+        let known: BTreeSet<String> = default_values().into_keys().collect();
+        let mut warnings: Vec<String> = values
+            .keys()
+            .filter(|k| !known.contains(*k))
+            .map(|k| format!("{} is not a Proctor setting; it is ignored", variable_name(k)))
+            .collect();
+        warnings.sort();
+        let raw = Raw {
+            values,
+            read: RefCell::default(),
+        };
+        let mut settings = Self::read(&raw, warnings)?;
+        debug_assert_eq!(*raw.read.borrow(), known, "every default is read");
+        settings.warnings.dedup();
+        Ok(settings)
+    }
+
+    fn read(raw: &Raw, mut warnings: Vec<String>) -> Result<Self, SettingsError> {
+        let app_host: IpAddr = raw.parse("app_host", "an IP address such as 127.0.0.1")?;
+        let app_port = raw.parse("app_port", "a port number (0-65535)")?;
+        let log_level = match raw.get("log_level").to_ascii_lowercase().as_str() {
+            "trace" => "trace",
+            "debug" => "debug",
+            "info" => "info",
+            "warn" | "warning" => "warn",
+            "error" | "fatal" | "panic" => "error",
+            other => {
+                return Err(SettingsError::new(
+                    "log_level",
+                    format!("expected debug, info, warn, error, fatal or panic, got {other:?}"),
+                ));
+            }
+        }
+        .to_owned();
+        let log_format = raw.one_of(
+            "log_format",
+            &[("text", LogFormat::Text), ("json", LogFormat::Json)],
+        )?;
+        let data_dir = PathBuf::from(raw.get("data_dir"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(SettingsError::new("data_dir", "must not be empty"));
+        }
+        let max_request_bytes: usize = raw.parse("max_request_bytes", "a number of bytes")?;
+        if max_request_bytes < 1024 {
+            return Err(SettingsError::new(
+                "max_request_bytes",
+                format!("must be at least 1024, got {max_request_bytes}"),
+            ));
+        }
+
+        let database = read_database(raw, &data_dir)?;
+        let redis = read_redis(raw)?;
+        let secrets_key = read_secrets_key(raw)?;
+        if secrets_key.is_none() && (database.kind == DatabaseKind::Postgres || redis.is_some()) {
+            return Err(SettingsError::new(
+                "secrets_key",
+                "is required with PostgreSQL or Redis (every replica must seal secrets with the same key); \
+                 generate one with `openssl rand -base64 32` or `proctord keygen`",
+            ));
+        }
+
+        let embedded = database.kind == DatabaseKind::Sqlite && redis.is_none();
+        let auth = match raw.one_of(
+            "auth",
+            &[("auto", None), ("on", Some(AuthMode::On)), ("off", Some(AuthMode::Off))],
+        )? {
+            Some(mode) => mode,
+            None if embedded && app_host.is_loopback() => AuthMode::Off,
+            None => AuthMode::On,
+        };
+        if auth == AuthMode::Off && !app_host.is_loopback() {
+            return Err(SettingsError::new(
+                "auth",
+                format!(
+                    "off is only allowed when PROCTOR_APP_HOST is a loopback address, not {app_host}"
+                ),
+            ));
+        }
+
+        let kube = KubeSettings {
+            config: raw.optional("kube_config"),
+            job_active_deadline_seconds: raw
+                .parse("kube_job_active_deadline_seconds", "a number of seconds")?,
+            job_retries: raw.parse("kube_job_retries", "a number of retries (0 or more)")?,
+            namespace: raw.get("default_namespace"),
+            cluster_host_name: raw.optional("kube_cluster_host_name"),
+            ca_cert_encoded: raw.optional("kube_ca_cert_encoded"),
+            basic_auth_encoded: raw.optional("kube_basic_auth_encoded").map(Sensitive),
+            pod_list_wait_time: Duration::from_secs(
+                raw.parse("kube_pod_list_wait_time", "a number of seconds")?,
+            ),
+            job_pod_annotations: read_annotations(raw)?,
+        };
+        if kube.namespace.is_empty() {
+            return Err(SettingsError::new("default_namespace", "must not be empty"));
+        }
+        let executor = match raw.one_of(
+            "executor",
+            &[
+                ("auto", None),
+                ("local", Some(ExecutorKind::Local)),
+                ("kubernetes", Some(ExecutorKind::Kubernetes)),
+            ],
+        )? {
+            Some(kind) => kind,
+            None if kube.config.is_some()
+                || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() =>
+            {
+                ExecutorKind::Kubernetes
+            }
+            None => ExecutorKind::Local,
+        };
+
+        let min_client_version = raw
+            .optional("min_client_version")
+            .map(|v| {
+                parse_version(&v).ok_or_else(|| {
+                    SettingsError::new(
+                        "min_client_version",
+                        format!("expected a version such as 0.2.0, got {v:?}"),
+                    )
+                })
+            })
+            .transpose()?;
+
+        let mail = MailSettings {
+            username: raw.optional("mail_username"),
+            password: raw.optional("mail_password").map(Sensitive),
+            server_host: raw.optional("mail_server_host"),
+            server_port: raw.parse("mail_server_port", "a port number (0-65535)")?,
+        };
+        let fetch_minutes: u64 = raw.parse(
+            "scheduled_jobs_fetch_interval_in_mins",
+            "a number of minutes",
+        )?;
+        if fetch_minutes == 0 {
+            return Err(SettingsError::new(
+                "scheduled_jobs_fetch_interval_in_mins",
+                "must be at least 1",
+            ));
+        }
+
+        if raw.optional("new_relic_app_name").is_some()
+            || raw.optional("new_relic_licence_key").is_some()
+        {
+            warnings.push(
+                "PROCTOR_NEW_RELIC_* is accepted but unused: New Relic is replaced by the Prometheus endpoint GET /metrics".into(),
+            );
+        }
+
+        Ok(Self {
+            app_host,
+            app_port,
+            log_level,
+            log_format,
+            data_dir,
+            auth,
+            max_request_bytes,
+            database,
+            redis,
+            secrets_key,
+            executor,
+            logs_stream_read_buffer_size: raw
+                .parse("logs_stream_read_buffer_size", "a number of bytes")?,
+            logs_stream_write_buffer_size: raw
+                .parse("logs_stream_write_buffer_size", "a number of bytes")?,
+            kube,
+            min_client_version,
+            scheduled_jobs_fetch_interval: Duration::from_secs(fetch_minutes * 60),
+            mail,
+            sentry_dsn: read_sentry_dsn(raw)?,
+            warnings,
+        })
+    }
+
+    /// True when nothing outside this machine is configured (SQLite, no Redis).
+    pub fn is_embedded(&self) -> bool {
+        self.database.kind == DatabaseKind::Sqlite && self.redis.is_none()
+    }
+}
+
+/// The keys of `config/default.toml` with their default values.
+pub fn default_values() -> HashMap<String, String> {
+    let defaults = config::Config::builder()
+        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize::<HashMap<String, config::Value>>())
+        .expect("config/default.toml is valid TOML");
+    defaults
+        .into_iter()
+        .map(|(k, v)| {
+            let text = v
+                .into_string()
+                .expect("config/default.toml holds only single values");
+            (k, text)
+        })
+        .collect()
+}
+
+/// `1.2.3` or `v1.2.3`; a missing patch or minor counts as 0.
+pub fn parse_version(text: &str) -> Option<semver::Version> {
+    let text = text.trim().trim_start_matches('v');
+    if let Ok(v) = semver::Version::parse(text) {
+        return Some(v);
+    }
+    let mut parts = text.split('.').map(|p| p.parse::<u64>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().unwrap_or(Some(0))?;
+    let patch = parts.next().unwrap_or(Some(0))?;
+    parts
+        .next()
+        .is_none()
+        .then(|| semver::Version::new(major, minor, patch))
+}
+
+fn read_database(raw: &Raw, data_dir: &Path) -> Result<DatabaseSettings, SettingsError> {
+    let max_connections: u32 = raw.parse("postgres_max_connections", "a number of connections")?;
+    if max_connections == 0 {
+        return Err(SettingsError::new(
+            "postgres_max_connections",
+            "must be at least 1",
+        ));
+    }
+    let lifetime_minutes: u64 = raw.parse(
+        "postgres_connections_max_lifetime",
+        "a number of minutes",
+    )?;
+    let connection_max_lifetime = Duration::from_secs(lifetime_minutes.max(1) * 60);
+    let user = raw.get("postgres_user");
+    let password = raw.get("postgres_password");
+    let host = raw.optional("postgres_host");
+    let port: u16 = raw.parse("postgres_port", "a port number (0-65535)")?;
+    let dbname = raw.get("postgres_database");
+
+    let (kind, url) = match (raw.optional("database_url"), host) {
+        (Some(url), _) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            (DatabaseKind::Postgres, url)
+        }
+        (Some(url), _) => {
+            let path = url.strip_prefix("sqlite://").unwrap_or(&url);
+            if path.contains("://") {
+                return Err(SettingsError::new(
+                    "database_url",
+                    "expected a postgres:// URL or a SQLite file path",
+                ));
+            }
+            (DatabaseKind::Sqlite, path.to_owned())
+        }
+        (None, Some(host)) => {
+            let mut conninfo = format!(
+                "host={} port={port} user={} dbname={}",
+                conninfo_quote(&host),
+                conninfo_quote(&user),
+                conninfo_quote(&dbname)
+            );
+            if !password.is_empty() {
+                conninfo.push_str(&format!(" password={}", conninfo_quote(&password)));
+            }
+            (DatabaseKind::Postgres, conninfo)
+        }
+        (None, None) => (
+            DatabaseKind::Sqlite,
+            data_dir.join("proctor.db").to_string_lossy().into_owned(),
+        ),
+    };
+    Ok(DatabaseSettings {
+        kind,
+        url: Sensitive(url),
+        max_connections,
+        connection_max_lifetime,
+    })
+}
+
+/// Quotes a libpq conninfo value: `'it\'s'`.
+fn conninfo_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+fn read_redis(raw: &Raw) -> Result<Option<RedisSettings>, SettingsError> {
+    let max_active_connections: u32 = raw.parse(
+        "redis_max_active_connections",
+        "a number of connections",
+    )?;
+    if max_active_connections == 0 {
+        return Err(SettingsError::new(
+            "redis_max_active_connections",
+            "must be at least 1",
+        ));
+    }
+    let key_prefix = raw.get("redis_key_prefix");
+    let Some(address) = raw.optional("redis_address") else {
+        return Ok(None);
+    };
+    let url = if address.starts_with("redis://") || address.starts_with("rediss://") {
+        address
+    } else if address.contains("://") || !address.contains(':') {
+        return Err(SettingsError::new(
+            "redis_address",
+            "expected host:port (e.g. localhost:6379) or a redis:// URL",
+        ));
+    } else {
+        format!("redis://{address}/")
+    };
+    Ok(Some(RedisSettings {
+        url: Sensitive(url),
+        max_active_connections,
+        key_prefix,
+    }))
+}
+
+fn read_secrets_key(raw: &Raw) -> Result<Option<Sensitive<[u8; 32]>>, SettingsError> {
+    let Some(text) = raw.optional("secrets_key") else {
+        return Ok(None);
+    };
+    parse_secrets_key(&text)
+        .map(|key| Some(Sensitive(key)))
+        .map_err(|message| SettingsError::new("secrets_key", message))
+}
+
+/// 32 bytes as standard base64 (44 characters) or hex (64 characters).
+/// The error never contains the value.
+pub fn parse_secrets_key(text: &str) -> Result<[u8; 32], String> {
+    let text = text.trim();
+    let bytes = if text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit()) {
+        hex::decode(text).map_err(|_| "is not valid hex".to_owned())?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|_| {
+                "expected 32 bytes as base64 (44 characters) or hex (64 characters)".to_owned()
+            })?
+    };
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "expected a 32-byte key (AES-256) as base64 or hex, got {} bytes",
+            bytes.len()
+        )
+    })
+}
+
+fn read_sentry_dsn(raw: &Raw) -> Result<Option<Sensitive<String>>, SettingsError> {
+    let Some(dsn) = raw.optional("sentry_dsn") else {
+        return Ok(None);
+    };
+    // The DSN holds a key: the message never quotes it.
+    dsn.parse::<sentry::types::Dsn>().map_err(|_| {
+        SettingsError::new(
+            "sentry_dsn",
+            "is not a Sentry DSN (https://<key>@<host>/<project id>)",
+        )
+    })?;
+    Ok(Some(Sensitive(dsn)))
+}
+
+fn read_annotations(raw: &Raw) -> Result<BTreeMap<String, String>, SettingsError> {
+    let text = raw.get("job_pod_annotations");
+    if text.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    serde_json::from_str(&text).map_err(|e| {
+        SettingsError::new(
+            "job_pod_annotations",
+            format!(
+                "expected a JSON object of strings such as {{\"key\": \"value\"}}: {e}"
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        Settings::from_overrides(pairs.iter().copied())
+    }
+
+    #[test]
+    fn defaults_give_the_embedded_mode_with_auth_off_on_loopback() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.app_port, 5001);
+        assert_eq!(s.database.kind, DatabaseKind::Sqlite);
+        assert!(s.redis.is_none());
+        assert_eq!(s.auth, AuthMode::Off);
+        assert_eq!(s.executor, ExecutorKind::Local);
+        assert!(s.is_embedded());
+        assert!(s.database.url.expose().ends_with("proctor.db"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_problem() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("app_port", "abc")], "PROCTOR_APP_PORT: expected a port number"),
+            (&[("app_port", "70000")], "PROCTOR_APP_PORT"),
+            (&[("log_level", "loud")], "PROCTOR_LOG_LEVEL: expected debug"),
+            (&[("kube_job_retries", "-1")], "PROCTOR_KUBE_JOB_RETRIES"),
+            (&[("job_pod_annotations", "[1]")], "PROCTOR_JOB_POD_ANNOTATIONS: expected a JSON object"),
+            (&[("redis_address", "nonsense")], "PROCTOR_REDIS_ADDRESS: expected host:port"),
+            (&[("min_client_version", "one")], "PROCTOR_MIN_CLIENT_VERSION"),
+            (&[("executor", "docker")], "PROCTOR_EXECUTOR: expected one of auto, local, kubernetes"),
+            (&[("auth", "maybe")], "PROCTOR_AUTH"),
+            (&[("auth", "off"), ("app_host", "0.0.0.0")], "PROCTOR_AUTH: off is only allowed"),
+            (&[("database_url", "postgres://x/y")], "PROCTOR_SECRETS_KEY: is required"),
+            (&[("secrets_key", "c2hvcnQ=")], "PROCTOR_SECRETS_KEY: expected a 32-byte key"),
+            (&[("postgres_max_connections", "0")], "PROCTOR_POSTGRES_MAX_CONNECTIONS"),
+            (&[("sentry_dsn", "not a dsn")], "PROCTOR_SENTRY_DSN: is not a Sentry DSN"),
+            (&[("scheduled_jobs_fetch_interval_in_mins", "0")], "PROCTOR_SCHEDULED_JOBS_FETCH_INTERVAL_IN_MINS"),
+        ];
+        for (pairs, expected) in cases {
+            let err = settings(pairs).expect_err(expected).to_string();
+            assert!(err.starts_with(expected), "{pairs:?}: got {err:?}, want {expected:?}");
+            assert!(!err.contains('\n'), "one line: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_secrets_key_error_never_contains_the_value() {
+        let value = "not-a-key-but-maybe-a-real-secret-value";
+        let err = settings(&[("secrets_key", value)]).unwrap_err().to_string();
+        assert!(!err.contains(value), "{err}");
+    }
+
+    #[test]
+    fn postgres_is_selected_by_host_parts_with_quoted_password() {
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let s = settings(&[
+            ("postgres_host", "db.internal"),
+            ("postgres_password", "it's secret"),
+            ("secrets_key", &key),
+        ])
+        .unwrap();
+        assert_eq!(s.database.kind, DatabaseKind::Postgres);
+        assert_eq!(
+            s.database.url.expose(),
+            "host='db.internal' port=5432 user='postgres' dbname='proctord' password='it\\'s secret'"
+        );
+        assert_eq!(s.auth, AuthMode::On);
+        assert!(!format!("{s:?}").contains("it's secret"), "Debug hides secrets");
+        assert_eq!(s.secrets_key.unwrap().expose(), &[7u8; 32]);
+    }
+
+    #[test]
+    fn the_original_redis_address_form_becomes_a_url() {
+        let key = hex::encode([1u8; 32]);
+        let s = settings(&[("redis_address", "localhost:6379"), ("secrets_key", &key)]).unwrap();
+        assert_eq!(s.redis.unwrap().url.expose(), "redis://localhost:6379/");
+    }
+
+    #[test]
+    fn original_log_levels_map_onto_tracing_levels() {
+        for (given, expected) in [("fatal", "error"), ("panic", "error"), ("DEBUG", "debug")] {
+            assert_eq!(settings(&[("log_level", given)]).unwrap().log_level, expected);
+        }
+    }
+
+    #[test]
+    fn new_relic_and_unknown_variables_are_warned_about() {
+        let s = settings(&[("new_relic_licence_key", "x"), ("app_prot", "1")]).unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("Prometheus")));
+        assert!(s.warnings.iter().any(|w| w.contains("PROCTOR_APP_PROT")));
+    }
+
+    #[test]
+    fn versions_accept_a_leading_v_and_missing_parts() {
+        assert_eq!(parse_version("v0.2"), Some(semver::Version::new(0, 2, 0)));
+        assert_eq!(parse_version("1.2.3"), Some(semver::Version::new(1, 2, 3)));
+        assert_eq!(parse_version("x"), None);
+    }
+
+    /// The README and `.env.sample` document exactly the settings the code reads.
+    #[test]
+    fn readme_and_env_sample_list_every_setting() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+        let sample = std::fs::read_to_string(root.join(".env.sample")).unwrap();
+        let mut keys: Vec<String> = default_values().into_keys().collect();
+        keys.sort();
+        for key in &keys {
+            let name = variable_name(key);
+            assert!(readme.contains(&format!("`{name}`")), "README.md lacks `{name}`");
+            assert!(sample.contains(&format!("{name}=")), ".env.sample lacks {name}=");
+        }
+        for line in sample.lines() {
+            let line = line.trim_start_matches('#').trim();
+            if let Some((name, _)) = line.split_once('=')
+                && let Some(key) = name.strip_prefix("PROCTOR_")
+                && !META_VARIABLES.contains(&name)
+            {
+                assert!(
+                    keys.contains(&key.to_ascii_lowercase()),
+                    ".env.sample names {name}, which is not a setting"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! The one error type of the API. Its kind is the contract: the HTTP status and the
+//! JSON body `{"error": "...", "detail": ...}`. The cause rides along for the logs only.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde_json::{Value, json};
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    BadRequest,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    Conflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ServiceUnavailable,
+    Internal,
+}
+
+impl ErrorKind {
+    fn status(self) -> StatusCode {
+        match self {
+            ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    /// What the client reads in `error`.
+    pub message: String,
+    /// Structured extras for the client (`detail`).
+    pub detail: Option<Value>,
+    /// What went wrong underneath, logged, never sent.
+    #[source]
+    pub cause: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            detail: None,
+            cause: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::BadRequest, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Forbidden, message)
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unauthorized, message)
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<Value>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_cause(mut self, cause: impl Into<anyhow::Error>) -> Self {
+        self.cause = Some(cause.into());
+        self
+    }
+
+    pub fn body(&self) -> Value {
+        match &self.detail {
+            Some(detail) => json!({"error": self.message, "detail": detail}),
+            None => json!({"error": self.message}),
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            match &self.cause {
+                Some(cause) => tracing::error!(error = format!("{cause:#}"), "{}", self.message),
+                None => tracing::error!("{}", self.message),
+            }
+        }
+        HttpResponse::build(status).json(self.body())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        let (kind, message) = match &e {
+            StoreError::DatabaseUnavailable(_) => {
+                (ErrorKind::ServiceUnavailable, "the database is unavailable; try again shortly")
+            }
+            StoreError::RedisUnavailable(_) => {
+                (ErrorKind::ServiceUnavailable, "Redis is unavailable; try again shortly")
+            }
+            StoreError::NotFound => (ErrorKind::NotFound, "not found"),
+            _ => (ErrorKind::Internal, "internal error; the server log has the cause"),
+        };
+        ApiError::new(kind, message).with_cause(e)
+    }
+}
+
+/// Rewrites actix's JSON extractor errors into the contract's shape.
+pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::JsonPayloadError as E;
+    let api = match &err {
+        E::OverflowKnownLength { length, limit } => ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body is {length} bytes; the limit is {limit}"),
+        ),
+        E::Overflow { limit } => ApiError::new(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        ),
+        E::ContentType => ApiError::new(
+            ErrorKind::UnsupportedMediaType,
+            "the request body must be JSON (Content-Type: application/json)",
+        ),
+        E::Deserialize(e) => ApiError::bad_request(format!("invalid JSON body: {e}")),
+        other => ApiError::bad_request(format!("cannot read the request body: {other}")),
+    };
+    api.into()
+}
+
+/// Rewrites actix's query-string extractor errors.
+pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request(format!("invalid query string: {err}")).into()
+}
+
+/// Rewrites actix's path extractor errors.
+pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
+    ApiError::bad_request(format!("invalid path: {err}")).into()
+}

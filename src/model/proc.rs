@@ -1,0 +1,167 @@
+//! A proc: an automation script packaged as a container image, with what it needs.
+//! The JSON shape is the original Proctor's, plus `command` for the local executor.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{EnvName, ProcName};
+
+/// One declared arg or secret: it reaches the run as an environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: EnvName,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVars {
+    #[serde(default)]
+    pub secrets: Vec<EnvVar>,
+    #[serde(default)]
+    pub args: Vec<EnvVar>,
+}
+
+/// What `POST /jobs/metadata` takes and `GET /jobs/metadata` gives back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcMetadata {
+    pub name: ProcName,
+    #[serde(default)]
+    pub description: String,
+    pub image_name: String,
+    #[serde(default)]
+    pub env_vars: EnvVars,
+    /// Groups whose members may see and run the proc; empty means every user.
+    #[serde(default)]
+    pub authorized_groups: Vec<String>,
+    #[serde(default)]
+    pub author: String,
+    #[serde(default)]
+    pub contributors: String,
+    #[serde(default)]
+    pub organization: String,
+    /// The program and its arguments that the local executor runs (the image's
+    /// entrypoint plays this part on Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+}
+
+const MAX_TEXT: usize = 4096;
+
+impl ProcMetadata {
+    /// Every problem with the metadata, as sentences naming the field; empty when valid.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let image = self.image_name.trim();
+        if image.is_empty() {
+            problems.push("image_name must not be empty".to_owned());
+        } else if image.len() > 512 || image.chars().any(char::is_whitespace) {
+            problems.push("image_name must be an image reference without spaces".to_owned());
+        }
+        for (field, text) in [
+            ("description", &self.description),
+            ("author", &self.author),
+            ("contributors", &self.contributors),
+            ("organization", &self.organization),
+        ] {
+            if text.len() > MAX_TEXT {
+                problems.push(format!("{field} is longer than {MAX_TEXT} bytes"));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for (kind, vars) in [("args", &self.env_vars.args), ("secrets", &self.env_vars.secrets)] {
+            for var in vars {
+                if !seen.insert(var.name.as_str()) {
+                    problems.push(format!(
+                        "env_vars.{kind}: {} is declared more than once (args and secrets share one environment)",
+                        var.name
+                    ));
+                }
+            }
+        }
+        for group in &self.authorized_groups {
+            if group.trim().is_empty() || group.len() > 128 || group.chars().any(char::is_whitespace) {
+                problems.push(format!(
+                    "authorized_groups: {:?} is not a group name (non-empty, no spaces)",
+                    super::ids::truncate(group, 64)
+                ));
+            }
+        }
+        if let Some(command) = &self.command {
+            if command.first().is_none_or(|program| program.trim().is_empty()) {
+                problems.push(
+                    "command must start with the program to run, e.g. [\"sh\", \"-c\", \"echo hi\"]"
+                        .to_owned(),
+                );
+            }
+            if command.iter().any(|part| part.contains('\0')) {
+                problems.push("command must not contain NUL characters".to_owned());
+            }
+        }
+        problems
+    }
+
+    /// Whether a member of `groups` may see and run this proc (admins always may).
+    pub fn allows_any_of<'a>(&self, mut groups: impl Iterator<Item = &'a str>) -> bool {
+        self.authorized_groups.is_empty()
+            || groups.any(|g| self.authorized_groups.iter().any(|a| a == g))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ProcMetadata {
+        serde_json::from_value(serde_json::json!({
+            "name": "say-hello-world",
+            "description": "says hello",
+            "image_name": "proctor/say-hello-world:latest",
+            "env_vars": {
+                "secrets": [{"name": "SLACK_TOKEN", "description": "token"}],
+                "args": [{"name": "NAME", "description": "who"}]
+            },
+            "authorized_groups": ["ops"],
+            "author": "a@b.c",
+            "contributors": "d@e.f",
+            "organization": "proctor"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_original_json_shape_round_trips() {
+        let proc = sample();
+        assert!(proc.problems().is_empty(), "{:?}", proc.problems());
+        let json = serde_json::to_value(&proc).unwrap();
+        assert_eq!(json["env_vars"]["args"][0]["name"], "NAME");
+        assert!(json.get("command").is_none(), "absent command is not written");
+        assert_eq!(serde_json::from_value::<ProcMetadata>(json).unwrap(), proc);
+    }
+
+    #[test]
+    fn problems_name_each_bad_field() {
+        let mut proc = sample();
+        proc.image_name = " ".into();
+        proc.env_vars.secrets.push(EnvVar {
+            name: EnvName::parse("NAME").unwrap(),
+            description: String::new(),
+        });
+        proc.authorized_groups.push("two words".into());
+        proc.command = Some(vec![]);
+        let problems = proc.problems().join("\n");
+        for needle in ["image_name", "NAME is declared more than once", "authorized_groups", "command"] {
+            assert!(problems.contains(needle), "{needle} missing from {problems}");
+        }
+    }
+
+    #[test]
+    fn groups_gate_access_unless_none_are_set() {
+        let proc = sample();
+        assert!(proc.allows_any_of(["dev", "ops"].into_iter()));
+        assert!(!proc.allows_any_of(["dev"].into_iter()));
+        let open = ProcMetadata { authorized_groups: vec![], ..sample() };
+        assert!(open.allows_any_of(std::iter::empty()));
+    }
+}

@@ -1,0 +1,311 @@
+//! The only place diesel and redis appear: the connection pools, the embedded
+//! migrations, and one store per kind of record.
+//!
+//! Queries are written once and compiled for each backend by [`with_backend!`], so a
+//! backend difference is a `match` arm, never a second copy of a query.
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use crate::config::{DatabaseKind, DatabaseSettings, Settings};
+
+/// Runs `$body` with `$c` bound to the concrete connection of either backend.
+macro_rules! with_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::store::DbConnection::Postgresql($c) => $body,
+            $crate::store::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+
+pub mod crypto;
+pub mod procs;
+pub mod redis;
+pub mod schema;
+pub mod secrets;
+pub mod users;
+
+pub use self::procs::ProcStore;
+pub use self::redis::Redis;
+pub use self::secrets::SecretStore;
+pub use self::users::{User, UserStore};
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// One connection type over both databases.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// What can go wrong below the API. Messages never carry secret values.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the database is unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("Redis is unavailable: {0}")]
+    RedisUnavailable(String),
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Database(#[from] diesel::result::Error),
+    #[error("Redis error: {0}")]
+    Redis(::redis::RedisError),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    #[error("a storage task failed: {0}")]
+    Task(String),
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(e: ::redis::RedisError) -> Self {
+        if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped()
+        {
+            StoreError::RedisUnavailable(e.to_string())
+        } else {
+            StoreError::Redis(e)
+        }
+    }
+}
+
+/// Opens connections for the r2d2 pool, picking the backend from the settings (never by
+/// guessing from the URL, so a down PostgreSQL can never turn into a new SQLite file).
+#[derive(Debug)]
+pub struct ConnectionManager {
+    kind: DatabaseKind,
+    url: String,
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = diesel::ConnectionError;
+
+    fn connect(&self) -> Result<DbConnection, Self::Error> {
+        match self.kind {
+            DatabaseKind::Postgres => PgConnection::establish(&self.url).map(DbConnection::Postgresql),
+            DatabaseKind::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.url)?;
+                // WAL lets readers run beside the writer; busy_timeout makes writers queue
+                // instead of failing; foreign keys are off by default in SQLite.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), Self::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+/// The relational database: a pool and the one way to use it, [`Db::run`].
+#[derive(Clone)]
+pub struct Db {
+    pool: r2d2::Pool<ConnectionManager>,
+    kind: DatabaseKind,
+}
+
+impl Db {
+    /// Builds the pool without connecting; the first use (or [`Db::check`]) connects.
+    pub fn open(settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        if settings.kind == DatabaseKind::Sqlite
+            && let Some(dir) = Path::new(settings.url.expose()).parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::DatabaseUnavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let max_size = match settings.kind {
+            DatabaseKind::Postgres => settings.max_connections,
+            // One writer at a time anyway; a few readers beside it under WAL.
+            DatabaseKind::Sqlite => settings.max_connections.min(8),
+        };
+        let pool = r2d2::Pool::builder()
+            .max_size(max_size)
+            .min_idle(Some(0))
+            .max_lifetime(Some(settings.connection_max_lifetime))
+            .connection_timeout(Duration::from_secs(5))
+            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            .build_unchecked(ConnectionManager {
+                kind: settings.kind,
+                url: settings.url.expose().clone(),
+            });
+        Ok(Self {
+            pool,
+            kind: settings.kind,
+        })
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        self.kind
+    }
+
+    /// Runs `f` with a pooled connection on the blocking pool, inside the caller's span.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let pool = self.pool.clone();
+        crate::telemetry::spawn_blocking_with_tracing(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Connects within `timeout` and runs `SELECT 1`: the readiness check.
+    pub async fn check(&self, timeout: Duration) -> Result<(), StoreError> {
+        let pool = self.pool.clone();
+        crate::telemetry::spawn_blocking_with_tracing(move || {
+            let mut conn = pool
+                .get_timeout(timeout)
+                .map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))?;
+            conn.batch_execute("SELECT 1")
+                .map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Opens the database for serving: SQLite is migrated in place; an un-migrated
+    /// PostgreSQL is refused with the command that fixes it.
+    pub async fn ready(settings: &DatabaseSettings) -> anyhow::Result<Self> {
+        let db = Self::open(settings)?;
+        match db.kind() {
+            DatabaseKind::Sqlite => {
+                db.migrate().await?;
+            }
+            DatabaseKind::Postgres => {
+                let pending = db.pending_migrations().await.map_err(|e| {
+                    anyhow::anyhow!("cannot reach PostgreSQL to check its schema: {e}")
+                })?;
+                if pending > 0 {
+                    anyhow::bail!(
+                        "the PostgreSQL database has {pending} pending migration(s): run `proctord migrate` first"
+                    );
+                }
+            }
+        }
+        Ok(db)
+    }
+
+    /// Applies the pending migrations; returns the versions applied.
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        self.run(|conn| {
+            let applied = with_backend!(conn, |c| c
+                .run_pending_migrations(migrations_for(c))
+                .map(|versions| versions.iter().map(|v| v.to_string()).collect()));
+            applied.map_err(|e| StoreError::Migration(e.to_string()))
+        })
+        .await
+    }
+
+    /// How many embedded migrations the database has not applied yet.
+    pub async fn pending_migrations(&self) -> Result<usize, StoreError> {
+        self.run(|conn| {
+            let pending = with_backend!(conn, |c| c
+                .pending_migrations(migrations_for(c))
+                .map(|m| m.len()));
+            pending.map_err(|e| StoreError::Migration(e.to_string()))
+        })
+        .await
+    }
+}
+
+/// The migration set for a connection's backend, picked by its type.
+trait BackendMigrations {
+    const MIGRATIONS: EmbeddedMigrations;
+}
+impl BackendMigrations for PgConnection {
+    const MIGRATIONS: EmbeddedMigrations = POSTGRES_MIGRATIONS;
+}
+impl BackendMigrations for SqliteConnection {
+    const MIGRATIONS: EmbeddedMigrations = SQLITE_MIGRATIONS;
+}
+fn migrations_for<C: BackendMigrations>(_: &C) -> EmbeddedMigrations {
+    C::MIGRATIONS
+}
+
+/// Every store the server uses, opened from the settings.
+#[derive(Clone)]
+pub struct Stores {
+    pub db: Db,
+    pub redis: Option<Redis>,
+    pub procs: ProcStore,
+    pub secrets: SecretStore,
+    pub users: UserStore,
+}
+
+/// What a message at start-up says about the secrets key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Setting,
+    KeyFile { path: std::path::PathBuf, created: bool },
+}
+
+impl Stores {
+    /// Opens the pools and readies the schema ([`Db::ready`]).
+    pub async fn open(settings: &Settings) -> anyhow::Result<(Self, KeySource)> {
+        let db = Db::ready(&settings.database).await?;
+        let redis = settings.redis.as_ref().map(Redis::open).transpose()?;
+        let (key, source) = match &settings.secrets_key {
+            Some(key) => (*key.expose(), KeySource::Setting),
+            None => {
+                let path = settings.data_dir.join("secrets.key");
+                let (key, created) = crypto::load_or_create_key_file(&path)?;
+                (key, KeySource::KeyFile { path, created })
+            }
+        };
+        let sealer = crypto::Sealer::new(&key);
+        let procs = match &redis {
+            Some(redis) => ProcStore::Redis(redis.clone()),
+            None => ProcStore::Db(db.clone()),
+        };
+        let secrets = match &redis {
+            Some(redis) => SecretStore::redis(redis.clone(), sealer),
+            None => SecretStore::db(db.clone(), sealer),
+        };
+        let users = UserStore::new(db.clone());
+        Ok((
+            Self {
+                db,
+                redis,
+                procs,
+                secrets,
+                users,
+            },
+            source,
+        ))
+    }
+}
+
+/// Now, in UTC, as the naive timestamp both schemas store (to the microsecond).
+pub fn now() -> chrono::NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    chrono::DurationRound::duration_trunc(now, chrono::TimeDelta::microseconds(1)).unwrap_or(now)
+}

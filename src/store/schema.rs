@@ -1,0 +1,114 @@
+//! One portable schema for PostgreSQL and SQLite (`migrations/{postgres,sqlite}`):
+//! ids and JSON are `Text`, times are UTC `Timestamp`s.
+
+diesel::table! {
+    users (email) {
+        email -> Text,
+        is_admin -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    user_groups (user_email, group_name) {
+        user_email -> Text,
+        group_name -> Text,
+    }
+}
+
+diesel::table! {
+    api_tokens (id) {
+        id -> Text,
+        user_email -> Text,
+        token_hash -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    procs (name) {
+        name -> Text,
+        metadata -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    proc_secrets (proc_name, secret_name) {
+        proc_name -> Text,
+        secret_name -> Text,
+        sealed -> Binary,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    schedules (id) {
+        id -> Text,
+        proc_name -> Text,
+        args -> Text,
+        cron -> Text,
+        time_zone -> Text,
+        notification_emails -> Text,
+        tags -> Text,
+        group_name -> Text,
+        user_email -> Text,
+        enabled -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    executions (id) {
+        id -> Text,
+        name -> Text,
+        proc_name -> Text,
+        image -> Text,
+        args -> Text,
+        status -> Text,
+        reason -> Nullable<Text>,
+        exit_code -> Nullable<Integer>,
+        executor -> Text,
+        user_email -> Text,
+        schedule_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        started_at -> Nullable<Timestamp>,
+        finished_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    execution_logs (execution_id, seq) {
+        execution_id -> Text,
+        seq -> BigInt,
+        line -> Text,
+        logged_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    schedule_fires (schedule_id, fire_at) {
+        schedule_id -> Text,
+        fire_at -> Timestamp,
+        execution_id -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(user_groups -> users (user_email));
+diesel::joinable!(api_tokens -> users (user_email));
+diesel::joinable!(execution_logs -> executions (execution_id));
+diesel::joinable!(schedule_fires -> schedules (schedule_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    user_groups,
+    api_tokens,
+    procs,
+    proc_secrets,
+    schedules,
+    executions,
+    execution_logs,
+    schedule_fires,
+);
