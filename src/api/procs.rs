@@ -75,8 +75,11 @@ pub async fn register(
     }
     state.stores.procs.upsert(procs.clone()).await?;
     tracing::info!(by = %caller.email, procs = ?procs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), "procs registered");
-    let body = if many { json!(procs) } else { json!(procs[0]) };
-    Ok(HttpResponse::Created().json(body))
+    Ok(if many {
+        HttpResponse::Created().json(&procs)
+    } else {
+        HttpResponse::Created().json(&procs[0])
+    })
 }
 
 /// `GET /jobs/metadata`: the procs the caller may see, by name.
