@@ -1,1 +1,9 @@
+//! The integration tests: a real proctord over real HTTP, on SQLite and on
+//! PostgreSQL + Redis (see `helpers::backends`).
 
+mod admin;
+mod auth;
+mod health;
+mod helpers;
+mod procs;
+mod secrets;

@@ -1,0 +1,154 @@
+//! `proctord` itself: its admin commands and its start-up checks, run as a process.
+
+use std::process::{Command, Output};
+
+use reqwest::Method;
+
+use crate::helpers::{Backend, TEST_SECRETS_KEY, backends, create_postgres_database, drop_postgres_database, temp_dir};
+
+fn proctord(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_proctord"));
+    command.args(args);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PROCTOR_")) {
+        command.env_remove(key);
+    }
+    command.envs(env.iter().copied());
+    command.output().expect("proctord runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[actix_web::test]
+async fn a_token_made_with_the_admin_commands_opens_the_api() {
+    let data_dir = temp_dir("admin");
+    let dir = data_dir.to_str().unwrap();
+    let env = [("PROCTOR_DATA_DIR", dir), ("PROCTOR_LOG_LEVEL", "error")];
+
+    let added = proctord(&["user", "add", "Ops@Example.com", "--group", "ops", "--admin"], &env);
+    assert!(added.status.success(), "{}", stderr(&added));
+    assert_eq!(stdout(&added), "user ops@example.com saved as an admin (groups: ops)\n");
+
+    let created = proctord(&["token", "create", "ops@example.com"], &env);
+    assert!(created.status.success(), "{}", stderr(&created));
+    let token = stdout(&created).trim().to_owned();
+    assert!(token.starts_with("pct_") && token.len() > 40, "{token}");
+    assert!(stderr(&created).contains("shown only once"));
+
+    let listed = proctord(&["user", "list"], &env);
+    assert_eq!(stdout(&listed), "ops@example.com\tadmin\tops\n");
+
+    let unknown = proctord(&["token", "create", "ghost@example.com"], &env);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("no user ghost@example.com: add one first"), "{}", stderr(&unknown));
+
+    // The same data directory served with auth on: the printed token works.
+    let (settings, ..) = crate::helpers::test_settings(Backend::Embedded, &[("data_dir", dir)]);
+    let app = proctor::app::Application::build(settings).await.unwrap();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let response = client
+        .request(Method::GET, format!("{address}/jobs/metadata"))
+        .header("Email-Id", "ops@example.com")
+        .header("Access-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    let revoked = proctord(&["token", "revoke", "ops@example.com"], &env);
+    assert_eq!(stdout(&revoked), "revoked 1 token(s) of ops@example.com\n");
+    let response = client
+        .request(Method::GET, format!("{address}/jobs/metadata"))
+        .header("Email-Id", "ops@example.com")
+        .header("Access-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401);
+    std::fs::remove_dir_all(data_dir).unwrap();
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
+    let cases = [
+        ("PROCTOR_APP_PORT", "eighty", "proctord: PROCTOR_APP_PORT: expected a port number (0-65535), got \"eighty\"\n"),
+        ("PROCTOR_JOB_POD_ANNOTATIONS", "nope", "proctord: PROCTOR_JOB_POD_ANNOTATIONS: expected a JSON object of strings"),
+        ("PROCTOR_SECRETS_KEY", "hunter2hunter2", "proctord: PROCTOR_SECRETS_KEY: expected"),
+    ];
+    for (variable, value, expected) in cases {
+        let output = proctord(&["serve"], &[(variable, value)]);
+        assert_eq!(output.status.code(), Some(2), "{variable}");
+        let err = stderr(&output);
+        assert!(err.starts_with(expected), "{variable}: {err:?}");
+        assert_eq!(err.lines().count(), 1, "{variable}: one line: {err:?}");
+        if variable == "PROCTOR_SECRETS_KEY" {
+            assert!(!err.contains(value), "the key is never printed");
+        }
+    }
+}
+
+#[test]
+fn keygen_prints_a_usable_secrets_key() {
+    let output = proctord(&["keygen"], &[]);
+    assert!(output.status.success());
+    let key = stdout(&output);
+    assert!(proctor::config::parse_secrets_key(key.trim()).is_ok(), "{key}");
+}
+
+#[test]
+fn postgres_must_be_migrated_before_serving_and_migrate_is_idempotent() {
+    if !backends().contains(&Backend::Production) {
+        return;
+    }
+    let (name, url) = create_postgres_database();
+    let data_dir = temp_dir("migrate");
+    let env = [
+        ("PROCTOR_DATABASE_URL", url.as_str()),
+        ("PROCTOR_SECRETS_KEY", TEST_SECRETS_KEY),
+        ("PROCTOR_DATA_DIR", data_dir.to_str().unwrap()),
+        ("PROCTOR_APP_PORT", "0"),
+        ("PROCTOR_LOG_LEVEL", "error"),
+    ];
+    let refused = proctord(&["serve"], &env);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("pending migration(s): run `proctord migrate` first"),
+        "{}",
+        stderr(&refused)
+    );
+    let first = proctord(&["migrate"], &env);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).starts_with("applied 1 migration(s)"), "{}", stdout(&first));
+    let second = proctord(&["migrate"], &env);
+    assert_eq!(stdout(&second), "the database is up to date\n");
+    let user = proctord(&["user", "add", "a@b.co"], &env);
+    assert!(user.status.success(), "{}", stderr(&user));
+    drop_postgres_database(&name);
+    std::fs::remove_dir_all(data_dir).unwrap();
+}
+
+#[test]
+fn an_unreachable_postgres_stops_start_up_with_a_clear_message() {
+    let data_dir = temp_dir("unreachable");
+    let env = [
+        ("PROCTOR_DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing"),
+        ("PROCTOR_SECRETS_KEY", TEST_SECRETS_KEY),
+        ("PROCTOR_DATA_DIR", data_dir.to_str().unwrap()),
+        ("PROCTOR_LOG_LEVEL", "error"),
+    ];
+    let output = proctord(&["serve"], &env);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot reach PostgreSQL to check its schema"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::remove_dir_all(data_dir).unwrap();
+}

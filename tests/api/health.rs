@@ -1,0 +1,138 @@
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{Backend, TEST_SECRETS_KEY, backends, json_body, spawn_app, spawn_app_with};
+
+#[actix_web::test]
+async fn ping_answers_pong() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let response = app.ping().await;
+        assert_eq!(response.status().as_u16(), 200, "{backend:?}");
+        assert_eq!(response.text().await.unwrap(), "pong", "{backend:?}");
+    }
+}
+
+#[actix_web::test]
+async fn ready_is_200_listing_every_dependency_it_checked() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let body = json_body(app.ready().await, 200).await;
+        assert_eq!(body["status"], "ready", "{backend:?}");
+        assert_eq!(body["checks"]["database"], "ok", "{backend:?}");
+        match backend {
+            Backend::Embedded => assert!(body["checks"].get("redis").is_none()),
+            Backend::Production => assert_eq!(body["checks"]["redis"], "ok"),
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[actix_web::test]
+async fn ready_is_503_naming_redis_when_redis_is_unreachable() {
+    let address = format!("127.0.0.1:{}", free_port());
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[("redis_address", &address), ("secrets_key", TEST_SECRETS_KEY)],
+    )
+    .await;
+    let body = json_body(app.ready().await, 503).await;
+    assert_eq!(body["error"], "redis unavailable");
+    assert_eq!(body["detail"]["checks"]["redis"], "unavailable");
+    assert_eq!(body["detail"]["checks"]["database"], "ok");
+
+    // Requests that need Redis get a clear 503, not a 500 or a hang.
+    let response = app.list_procs(&app.admin).await;
+    let body = json_body(response, 503).await;
+    assert_eq!(body["error"], "Redis is unavailable; try again shortly");
+}
+
+/// A redis-server of the test's own, so it can be stopped without touching others.
+struct OwnRedis(Child, u16);
+
+impl OwnRedis {
+    /// Starts redis-server on `port`; `None` when it cannot run here.
+    fn start_on(port: u16) -> Option<Self> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis = Self(child, port);
+        for _ in 0..250 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(redis);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[actix_web::test]
+async fn ready_turns_503_when_redis_stops_and_200_when_it_returns() {
+    let Some(redis) = OwnRedis::start_on(free_port()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true requires redis-server on the PATH"
+        );
+        eprintln!("SKIPPING ready_turns_503_when_redis_stops: redis-server cannot be started");
+        return;
+    };
+    let address = format!("127.0.0.1:{}", redis.1);
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[("redis_address", &address), ("secrets_key", TEST_SECRETS_KEY)],
+    )
+    .await;
+    json_body(app.ready().await, 200).await;
+
+    let port = redis.1;
+    drop(redis);
+    let body = json_body(app.ready().await, 503).await;
+    assert_eq!(body["error"], "redis unavailable");
+
+    let _again = OwnRedis::start_on(port).expect("redis-server restarts");
+    json_body(app.ready().await, 200).await;
+}
+
+#[actix_web::test]
+async fn ready_is_503_naming_the_database_when_postgres_goes_away() {
+    if !backends().contains(&Backend::Production) {
+        return;
+    }
+    let app = spawn_app(Backend::Production).await;
+    json_body(app.ready().await, 200).await;
+    crate::helpers::drop_postgres_database(app.database_name.as_deref().unwrap());
+    let body = json_body(app.ready().await, 503).await;
+    assert_eq!(body["error"], "database unavailable");
+    assert_eq!(body["detail"]["checks"]["redis"], "ok");
+}
+
+#[actix_web::test]
+async fn unknown_routes_get_a_json_404() {
+    let app = spawn_app(Backend::Embedded).await;
+    let response = app
+        .request(reqwest::Method::GET, "/no/such/thing", None)
+        .send()
+        .await
+        .unwrap();
+    let body = json_body(response, 404).await;
+    assert_eq!(body["error"], "no route for GET /no/such/thing");
+}

@@ -1,0 +1,347 @@
+//! `spawn_app(backend)`: a real proctord on a random port over a fresh database
+//! (a new SQLite file, or a new PostgreSQL database and Redis key prefix), with an
+//! admin, a member of group `ops` and an outsider, each holding a real token.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use diesel::Connection as _;
+use diesel::RunQueryDsl as _;
+use proctor::app::Application;
+use proctor::config::Settings;
+use proctor::model::Email;
+use proctor::store::{Db, Stores};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+
+/// Where the production stores are, overridable for other machines.
+pub fn postgres_url() -> String {
+    std::env::var("PROCTOR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("PROCTOR_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// A 32-byte key for tests (base64 of 32 × 0x2a).
+pub const TEST_SECRETS_KEY: &str = "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite for everything: the zero-setup default.
+    Embedded,
+    /// PostgreSQL for records, Redis for procs and secrets.
+    Production,
+}
+
+/// Whether the PostgreSQL + Redis backend can be tested here: `Ok` when both answer;
+/// with CI=true a missing service is a failure, elsewhere a printed skip.
+fn production_services() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let problem = match diesel::PgConnection::establish(&postgres_url()) {
+            Err(e) => Some(format!("PostgreSQL at {} is unreachable: {e}", postgres_url())),
+            Ok(_) => redis::Client::open(redis_url().as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+                .err()
+                .map(|e| format!("Redis at {} is unreachable: {e}", redis_url())),
+        };
+        match problem {
+            None => true,
+            Some(problem) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+                panic!("CI=true requires PostgreSQL and Redis: {problem}")
+            }
+            Some(problem) => {
+                eprintln!("SKIPPING the PostgreSQL + Redis backend in these tests: {problem}");
+                false
+            }
+        }
+    })
+}
+
+/// The backends to run a test against: always the embedded one, and production when
+/// its services are up.
+pub fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Embedded];
+    if production_services() {
+        backends.push(Backend::Production);
+    }
+    backends
+}
+
+/// Credentials a test client sends.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub email: String,
+    pub token: String,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub backend: Backend,
+    pub client: reqwest::Client,
+    pub stores: Stores,
+    pub admin: Caller,
+    pub member: Caller,
+    pub outsider: Caller,
+    pub data_dir: PathBuf,
+    pub database_name: Option<String>,
+    pub redis_prefix: Option<String>,
+}
+
+/// A fresh, empty PostgreSQL database; returns its name and URL.
+pub fn create_postgres_database() -> (String, String) {
+    let name = format!("proctor_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = diesel::PgConnection::establish(&postgres_url()).expect("PostgreSQL is up");
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .expect("create the test database");
+    let base = postgres_url();
+    let url = match base.rsplit_once('/') {
+        Some((server, _)) => format!("{server}/{name}"),
+        None => panic!("PROCTOR_TEST_POSTGRES_URL must end with /<database>"),
+    };
+    (name, url)
+}
+
+pub fn drop_postgres_database(name: &str) {
+    if let Ok(mut admin) = diesel::PgConnection::establish(&postgres_url()) {
+        let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut admin);
+    }
+}
+
+pub fn temp_dir(what: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("proctor-{what}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Settings for a test app of `backend`, before `overrides`; also what to clean up.
+pub fn test_settings(
+    backend: Backend,
+    overrides: &[(&str, &str)],
+) -> (Settings, PathBuf, Option<String>, Option<String>) {
+    init_test_process();
+    let data_dir = temp_dir("data");
+    let data_dir_text = data_dir.to_string_lossy().into_owned();
+    let mut pairs: Vec<(String, String)> = vec![
+        ("app_port".into(), "0".into()),
+        ("data_dir".into(), data_dir_text),
+        ("auth".into(), "on".into()),
+    ];
+    let (mut database_name, mut redis_prefix) = (None, None);
+    if backend == Backend::Production {
+        let (name, url) = create_postgres_database();
+        let prefix = format!("proctor-test:{}:", uuid::Uuid::new_v4().simple());
+        pairs.extend([
+            ("database_url".into(), url),
+            ("redis_address".into(), redis_url()),
+            ("redis_key_prefix".into(), prefix.clone()),
+            ("secrets_key".into(), TEST_SECRETS_KEY.into()),
+        ]);
+        database_name = Some(name);
+        redis_prefix = Some(prefix);
+    }
+    pairs.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let settings = Settings::from_overrides(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .expect("test settings are valid");
+    (settings, data_dir, database_name, redis_prefix)
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Starts proctord with `overrides` (keys as in config/default.toml).
+pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+    let (settings, data_dir, database_name, redis_prefix) = test_settings(backend, overrides);
+    if backend == Backend::Production {
+        Db::open(&settings.database)
+            .unwrap()
+            .migrate()
+            .await
+            .expect("migrate the test database");
+    }
+    let app = Application::build(settings).await.expect("the app starts");
+    let stores = app.stores().clone();
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_web::rt::spawn(app.run_until_stopped());
+
+    let admin = add_user(&stores, "admin@example.com", &[], true).await;
+    let member = add_user(&stores, "member@example.com", &["ops"], false).await;
+    let outsider = add_user(&stores, "outsider@example.com", &["dev"], false).await;
+    TestApp {
+        address,
+        backend,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        stores,
+        admin,
+        member,
+        outsider,
+        data_dir,
+        database_name,
+        redis_prefix,
+    }
+}
+
+pub async fn add_user(stores: &Stores, email: &str, groups: &[&str], admin: bool) -> Caller {
+    let email_id = Email::parse(email).unwrap();
+    let groups = groups.iter().map(|g| g.to_string()).collect();
+    stores.users.upsert(&email_id, groups, admin).await.unwrap();
+    let token = stores.users.create_token(&email_id).await.unwrap();
+    Caller {
+        email: email.to_owned(),
+        token,
+    }
+}
+
+/// Installs the crypto provider (and, with TEST_LOG set, logging) once per process.
+fn init_test_process() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        rustls::crypto::ring::default_provider()
+            .install_default()
+            .ok();
+        if std::env::var("TEST_LOG").is_ok() {
+            let settings = Settings::from_overrides([("log_level", "debug")]).unwrap();
+            proctor::telemetry::init_tracing(&settings);
+        }
+    });
+}
+
+impl TestApp {
+    /// A request as `who` (no credentials when `None`).
+    pub fn request(&self, method: Method, path: &str, who: Option<&Caller>) -> RequestBuilder {
+        let builder = self.client.request(method, format!("{}{path}", self.address));
+        match who {
+            Some(who) => builder
+                .header("Email-Id", &who.email)
+                .header("Access-Token", &who.token),
+            None => builder,
+        }
+    }
+
+    pub async fn ping(&self) -> Response {
+        self.request(Method::GET, "/ping", None).send().await.unwrap()
+    }
+
+    pub async fn ready(&self) -> Response {
+        self.request(Method::GET, "/health/ready", None)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register(&self, body: &Value, who: &Caller) -> Response {
+        self.request(Method::POST, "/jobs/metadata", Some(who))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn list_procs(&self, who: &Caller) -> Response {
+        self.request(Method::GET, "/jobs/metadata", Some(who))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn describe(&self, name: &str, who: &Caller) -> Response {
+        self.request(Method::GET, &format!("/jobs/metadata/{name}"), Some(who))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn remove_proc(&self, name: &str, who: &Caller) -> Response {
+        self.request(Method::DELETE, &format!("/jobs/metadata/{name}"), Some(who))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn set_secrets(&self, body: &Value, who: &Caller) -> Response {
+        self.request(Method::POST, "/jobs/secrets", Some(who))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn secret_names(&self, name: &str, who: &Caller) -> Response {
+        self.request(Method::GET, &format!("/jobs/secrets/{name}"), Some(who))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn remove_secrets(&self, name: &str, who: &Caller) -> Response {
+        self.request(Method::DELETE, &format!("/jobs/secrets/{name}"), Some(who))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(name) = &self.database_name {
+            drop_postgres_database(name);
+        }
+        if let Some(prefix) = &self.redis_prefix
+            && let Ok(mut conn) = redis::Client::open(redis_url().as_str())
+                .and_then(|c| c.get_connection())
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// A proc the tests register: say-hello-world, as the original's sample.
+pub fn sample_proc(name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "description": "Says hello to NAME",
+        "image_name": "proctor/say-hello-world:latest",
+        "env_vars": {
+            "args": [{"name": "NAME", "description": "who to greet"}],
+            "secrets": [{"name": "SLACK_TOKEN", "description": "where to post"}]
+        },
+        "authorized_groups": [],
+        "author": "admin@example.com",
+        "contributors": "member@example.com",
+        "organization": "proctor",
+        "command": ["sh", "-c", "echo Hello $NAME"]
+    })
+}
+
+/// The JSON body of a response, asserting its status first.
+pub async fn json_body(response: Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// The `error` message of a JSON error response with `status`.
+pub async fn error_message(response: Response, status: u16) -> String {
+    let body = json_body(response, status).await;
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"))
+        .to_owned()
+}
