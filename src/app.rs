@@ -27,11 +27,17 @@ impl Application {
         }
         let (stores, key_source) = Stores::open(&settings).await?;
         match key_source {
-            KeySource::KeyFile { path, created: true } => tracing::warn!(
+            KeySource::KeyFile {
+                path,
+                created: true,
+            } => tracing::warn!(
                 "generated a new secrets key at {}: back it up, secrets cannot be read without it",
                 path.display()
             ),
-            KeySource::KeyFile { path, created: false } => {
+            KeySource::KeyFile {
+                path,
+                created: false,
+            } => {
                 tracing::info!("secrets are sealed with the key in {}", path.display())
             }
             KeySource::Setting => tracing::info!("secrets are sealed with PROCTOR_SECRETS_KEY"),
@@ -75,7 +81,11 @@ impl Application {
             "proctord listening on http://{}:{port} ({:?} database, procs in {})",
             settings.app_host,
             settings.database.kind,
-            if settings.redis.is_some() { "Redis" } else { "the database" },
+            if settings.redis.is_some() {
+                "Redis"
+            } else {
+                "the database"
+            },
         );
         Ok(Self {
             port,

@@ -204,10 +204,8 @@ impl Settings {
     pub fn load() -> Result<Self, SettingsError> {
         let environment = std::env::var("PROCTOR_ENVIRONMENT").unwrap_or_default();
         let config_dir = std::env::var("PROCTOR_CONFIG_DIR").unwrap_or_else(|_| "config".into());
-        let mut builder = config::Config::builder().add_source(config::File::from_str(
-            DEFAULTS,
-            config::FileFormat::Toml,
-        ));
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
         if !environment.is_empty() {
             let file = Path::new(&config_dir).join(format!("{environment}.toml"));
             builder = builder.add_source(config::File::from(file).required(false));
@@ -258,7 +256,12 @@ impl Settings {
         let mut warnings: Vec<String> = values
             .keys()
             .filter(|k| !known.contains(*k))
-            .map(|k| format!("{} is not a Proctor setting; it is ignored", variable_name(k)))
+            .map(|k| {
+                format!(
+                    "{} is not a Proctor setting; it is ignored",
+                    variable_name(k)
+                )
+            })
             .collect();
         warnings.sort();
         let raw = Raw {
@@ -318,7 +321,11 @@ impl Settings {
         let embedded = database.kind == DatabaseKind::Sqlite && redis.is_none();
         let auth = match raw.one_of(
             "auth",
-            &[("auto", None), ("on", Some(AuthMode::On)), ("off", Some(AuthMode::Off))],
+            &[
+                ("auto", None),
+                ("on", Some(AuthMode::On)),
+                ("off", Some(AuthMode::Off)),
+            ],
         )? {
             Some(mode) => mode,
             None if embedded && app_host.is_loopback() => AuthMode::Off,
@@ -477,10 +484,8 @@ fn read_database(raw: &Raw, data_dir: &Path) -> Result<DatabaseSettings, Setting
             "must be at least 1",
         ));
     }
-    let lifetime_minutes: u64 = raw.parse(
-        "postgres_connections_max_lifetime",
-        "a number of minutes",
-    )?;
+    let lifetime_minutes: u64 =
+        raw.parse("postgres_connections_max_lifetime", "a number of minutes")?;
     let connection_max_lifetime = Duration::from_secs(lifetime_minutes.max(1) * 60);
     let user = raw.get("postgres_user");
     let password = raw.get("postgres_password");
@@ -533,10 +538,8 @@ fn conninfo_quote(value: &str) -> String {
 }
 
 fn read_redis(raw: &Raw) -> Result<Option<RedisSettings>, SettingsError> {
-    let max_active_connections: u32 = raw.parse(
-        "redis_max_active_connections",
-        "a number of connections",
-    )?;
+    let max_active_connections: u32 =
+        raw.parse("redis_max_active_connections", "a number of connections")?;
     if max_active_connections == 0 {
         return Err(SettingsError::new(
             "redis_max_active_connections",
@@ -616,9 +619,7 @@ fn read_annotations(raw: &Raw) -> Result<BTreeMap<String, String>, SettingsError
     serde_json::from_str(&text).map_err(|e| {
         SettingsError::new(
             "job_pod_annotations",
-            format!(
-                "expected a JSON object of strings such as {{\"key\": \"value\"}}: {e}"
-            ),
+            format!("expected a JSON object of strings such as {{\"key\": \"value\"}}: {e}"),
         )
     })
 }
@@ -646,25 +647,64 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable_and_the_problem() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("app_port", "abc")], "PROCTOR_APP_PORT: expected a port number"),
+            (
+                &[("app_port", "abc")],
+                "PROCTOR_APP_PORT: expected a port number",
+            ),
             (&[("app_port", "70000")], "PROCTOR_APP_PORT"),
-            (&[("log_level", "loud")], "PROCTOR_LOG_LEVEL: expected debug"),
+            (
+                &[("log_level", "loud")],
+                "PROCTOR_LOG_LEVEL: expected debug",
+            ),
             (&[("kube_job_retries", "-1")], "PROCTOR_KUBE_JOB_RETRIES"),
-            (&[("job_pod_annotations", "[1]")], "PROCTOR_JOB_POD_ANNOTATIONS: expected a JSON object"),
-            (&[("redis_address", "nonsense")], "PROCTOR_REDIS_ADDRESS: expected host:port"),
-            (&[("min_client_version", "one")], "PROCTOR_MIN_CLIENT_VERSION"),
-            (&[("executor", "docker")], "PROCTOR_EXECUTOR: expected one of auto, local, kubernetes"),
+            (
+                &[("job_pod_annotations", "[1]")],
+                "PROCTOR_JOB_POD_ANNOTATIONS: expected a JSON object",
+            ),
+            (
+                &[("redis_address", "nonsense")],
+                "PROCTOR_REDIS_ADDRESS: expected host:port",
+            ),
+            (
+                &[("min_client_version", "one")],
+                "PROCTOR_MIN_CLIENT_VERSION",
+            ),
+            (
+                &[("executor", "docker")],
+                "PROCTOR_EXECUTOR: expected one of auto, local, kubernetes",
+            ),
             (&[("auth", "maybe")], "PROCTOR_AUTH"),
-            (&[("auth", "off"), ("app_host", "0.0.0.0")], "PROCTOR_AUTH: off is only allowed"),
-            (&[("database_url", "postgres://x/y")], "PROCTOR_SECRETS_KEY: is required"),
-            (&[("secrets_key", "c2hvcnQ=")], "PROCTOR_SECRETS_KEY: expected a 32-byte key"),
-            (&[("postgres_max_connections", "0")], "PROCTOR_POSTGRES_MAX_CONNECTIONS"),
-            (&[("sentry_dsn", "not a dsn")], "PROCTOR_SENTRY_DSN: is not a Sentry DSN"),
-            (&[("scheduled_jobs_fetch_interval_in_mins", "0")], "PROCTOR_SCHEDULED_JOBS_FETCH_INTERVAL_IN_MINS"),
+            (
+                &[("auth", "off"), ("app_host", "0.0.0.0")],
+                "PROCTOR_AUTH: off is only allowed",
+            ),
+            (
+                &[("database_url", "postgres://x/y")],
+                "PROCTOR_SECRETS_KEY: is required",
+            ),
+            (
+                &[("secrets_key", "c2hvcnQ=")],
+                "PROCTOR_SECRETS_KEY: expected a 32-byte key",
+            ),
+            (
+                &[("postgres_max_connections", "0")],
+                "PROCTOR_POSTGRES_MAX_CONNECTIONS",
+            ),
+            (
+                &[("sentry_dsn", "not a dsn")],
+                "PROCTOR_SENTRY_DSN: is not a Sentry DSN",
+            ),
+            (
+                &[("scheduled_jobs_fetch_interval_in_mins", "0")],
+                "PROCTOR_SCHEDULED_JOBS_FETCH_INTERVAL_IN_MINS",
+            ),
         ];
         for (pairs, expected) in cases {
             let err = settings(pairs).expect_err(expected).to_string();
-            assert!(err.starts_with(expected), "{pairs:?}: got {err:?}, want {expected:?}");
+            assert!(
+                err.starts_with(expected),
+                "{pairs:?}: got {err:?}, want {expected:?}"
+            );
             assert!(!err.contains('\n'), "one line: {err:?}");
         }
     }
@@ -691,7 +731,10 @@ mod tests {
             "host='db.internal' port=5432 user='postgres' dbname='proctord' password='it\\'s secret'"
         );
         assert_eq!(s.auth, AuthMode::On);
-        assert!(!format!("{s:?}").contains("it's secret"), "Debug hides secrets");
+        assert!(
+            !format!("{s:?}").contains("it's secret"),
+            "Debug hides secrets"
+        );
         assert_eq!(s.secrets_key.unwrap().expose(), &[7u8; 32]);
     }
 
@@ -705,7 +748,10 @@ mod tests {
     #[test]
     fn original_log_levels_map_onto_tracing_levels() {
         for (given, expected) in [("fatal", "error"), ("panic", "error"), ("DEBUG", "debug")] {
-            assert_eq!(settings(&[("log_level", given)]).unwrap().log_level, expected);
+            assert_eq!(
+                settings(&[("log_level", given)]).unwrap().log_level,
+                expected
+            );
         }
     }
 
@@ -733,8 +779,14 @@ mod tests {
         keys.sort();
         for key in &keys {
             let name = variable_name(key);
-            assert!(readme.contains(&format!("`{name}`")), "README.md lacks `{name}`");
-            assert!(sample.contains(&format!("{name}=")), ".env.sample lacks {name}=");
+            assert!(
+                readme.contains(&format!("`{name}`")),
+                "README.md lacks `{name}`"
+            );
+            assert!(
+                sample.contains(&format!("{name}=")),
+                ".env.sample lacks {name}="
+            );
         }
         for line in sample.lines() {
             let line = line.trim_start_matches('#').trim();

@@ -113,14 +113,19 @@ impl ResponseError for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (kind, message) = match &e {
-            StoreError::DatabaseUnavailable(_) => {
-                (ErrorKind::ServiceUnavailable, "the database is unavailable; try again shortly")
-            }
-            StoreError::RedisUnavailable(_) => {
-                (ErrorKind::ServiceUnavailable, "Redis is unavailable; try again shortly")
-            }
+            StoreError::DatabaseUnavailable(_) => (
+                ErrorKind::ServiceUnavailable,
+                "the database is unavailable; try again shortly",
+            ),
+            StoreError::RedisUnavailable(_) => (
+                ErrorKind::ServiceUnavailable,
+                "Redis is unavailable; try again shortly",
+            ),
             StoreError::NotFound => (ErrorKind::NotFound, "not found"),
-            _ => (ErrorKind::Internal, "internal error; the server log has the cause"),
+            _ => (
+                ErrorKind::Internal,
+                "internal error; the server log has the cause",
+            ),
         };
         ApiError::new(kind, message).with_cause(e)
     }
@@ -149,7 +154,10 @@ pub fn json_error(err: actix_web::error::JsonPayloadError, _req: &HttpRequest) -
 }
 
 /// Rewrites actix's query-string extractor errors.
-pub fn query_error(err: actix_web::error::QueryPayloadError, _req: &HttpRequest) -> actix_web::Error {
+pub fn query_error(
+    err: actix_web::error::QueryPayloadError,
+    _req: &HttpRequest,
+) -> actix_web::Error {
     ApiError::bad_request(format!("invalid query string: {err}")).into()
 }
 

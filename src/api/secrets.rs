@@ -49,7 +49,8 @@ fn parse_body(body: Value) -> Result<(String, BTreeMap<EnvName, Sensitive<String
     }
     let mut parsed = BTreeMap::new();
     for (name, value) in secrets {
-        let name = EnvName::parse(&name).map_err(|e| ApiError::bad_request(format!("secrets: {e}")))?;
+        let name =
+            EnvName::parse(&name).map_err(|e| ApiError::bad_request(format!("secrets: {e}")))?;
         let Value::String(value) = value else {
             return Err(ApiError::bad_request(format!(
                 "secrets.{name}: the value must be a string"

@@ -101,7 +101,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             if applied.is_empty() {
                 println!("the database is up to date");
             } else {
-                println!("applied {} migration(s): {}", applied.len(), applied.join(", "));
+                println!(
+                    "applied {} migration(s): {}",
+                    applied.len(),
+                    applied.join(", ")
+                );
             }
         }
         Command::User(command) => {
@@ -113,7 +117,10 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     admin,
                 } => {
                     let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
-                    if let Some(bad) = groups.iter().find(|g| g.trim().is_empty() || g.contains(char::is_whitespace)) {
+                    if let Some(bad) = groups
+                        .iter()
+                        .find(|g| g.trim().is_empty() || g.contains(char::is_whitespace))
+                    {
                         anyhow::bail!("{bad:?} is not a group name (non-empty, no spaces)");
                     }
                     let user = users.upsert(&email, groups, admin).await?;
@@ -121,7 +128,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                         "user {} saved{} (groups: {})",
                         user.email,
                         if user.is_admin { " as an admin" } else { "" },
-                        if user.groups.is_empty() { "none".into() } else { user.groups.join(", ") }
+                        if user.groups.is_empty() {
+                            "none".into()
+                        } else {
+                            user.groups.join(", ")
+                        }
                     );
                 }
                 UserCommand::List => {
@@ -147,7 +158,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                         ),
                         other => other.into(),
                     })?;
-                    eprintln!("token for {email} (shown only once; send it as the Access-Token header):");
+                    eprintln!(
+                        "token for {email} (shown only once; send it as the Access-Token header):"
+                    );
                     println!("{token}");
                 }
                 TokenCommand::Revoke { email } => {

@@ -68,8 +68,7 @@ impl EnvName {
         let first_ok = bytes
             .next()
             .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-        if !first_ok || name.len() > 128 || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if !first_ok || name.len() > 128 || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
             return Err(format!(
                 "{:?} is not a valid environment variable name: use letters, digits and '_', \
                  not starting with a digit, at most 128 characters",
@@ -115,7 +114,10 @@ impl Email {
             })
             && !text.chars().any(|c| c.is_whitespace() || c.is_control());
         if !valid {
-            return Err(format!("{:?} is not a valid e-mail address", truncate(text, 64)));
+            return Err(format!(
+                "{:?} is not a valid e-mail address",
+                truncate(text, 64)
+            ));
         }
         Ok(Self(text.to_ascii_lowercase()))
     }
@@ -161,7 +163,10 @@ mod tests {
             (&"a".repeat(PROC_NAME_MAX + 1), "too long"),
         ];
         for (name, why) in bad {
-            assert!(ProcName::parse(name).is_err(), "{why}: {name:?} should be rejected");
+            assert!(
+                ProcName::parse(name).is_err(),
+                "{why}: {name:?} should be rejected"
+            );
         }
     }
 
@@ -177,7 +182,10 @@ mod tests {
 
     #[test]
     fn emails_are_checked_and_lower_cased() {
-        assert_eq!(Email::parse(" Jo@Example.com ").unwrap().as_str(), "jo@example.com");
+        assert_eq!(
+            Email::parse(" Jo@Example.com ").unwrap().as_str(),
+            "jo@example.com"
+        );
         for bad in ["", "jo", "@x", "jo@", "jo@.x", "a b@x", "a@b@c"] {
             assert!(Email::parse(bad).is_err(), "{bad:?}");
         }

@@ -70,7 +70,10 @@ impl ProcMetadata {
             }
         }
         let mut seen = BTreeSet::new();
-        for (kind, vars) in [("args", &self.env_vars.args), ("secrets", &self.env_vars.secrets)] {
+        for (kind, vars) in [
+            ("args", &self.env_vars.args),
+            ("secrets", &self.env_vars.secrets),
+        ] {
             for var in vars {
                 if !seen.insert(var.name.as_str()) {
                     problems.push(format!(
@@ -81,7 +84,10 @@ impl ProcMetadata {
             }
         }
         for group in &self.authorized_groups {
-            if group.trim().is_empty() || group.len() > 128 || group.chars().any(char::is_whitespace) {
+            if group.trim().is_empty()
+                || group.len() > 128
+                || group.chars().any(char::is_whitespace)
+            {
                 problems.push(format!(
                     "authorized_groups: {:?} is not a group name (non-empty, no spaces)",
                     super::ids::truncate(group, 64)
@@ -89,7 +95,10 @@ impl ProcMetadata {
             }
         }
         if let Some(command) = &self.command {
-            if command.first().is_none_or(|program| program.trim().is_empty()) {
+            if command
+                .first()
+                .is_none_or(|program| program.trim().is_empty())
+            {
                 problems.push(
                     "command must start with the program to run, e.g. [\"sh\", \"-c\", \"echo hi\"]"
                         .to_owned(),
@@ -136,7 +145,10 @@ mod tests {
         assert!(proc.problems().is_empty(), "{:?}", proc.problems());
         let json = serde_json::to_value(&proc).unwrap();
         assert_eq!(json["env_vars"]["args"][0]["name"], "NAME");
-        assert!(json.get("command").is_none(), "absent command is not written");
+        assert!(
+            json.get("command").is_none(),
+            "absent command is not written"
+        );
         assert_eq!(serde_json::from_value::<ProcMetadata>(json).unwrap(), proc);
     }
 
@@ -151,8 +163,16 @@ mod tests {
         proc.authorized_groups.push("two words".into());
         proc.command = Some(vec![]);
         let problems = proc.problems().join("\n");
-        for needle in ["image_name", "NAME is declared more than once", "authorized_groups", "command"] {
-            assert!(problems.contains(needle), "{needle} missing from {problems}");
+        for needle in [
+            "image_name",
+            "NAME is declared more than once",
+            "authorized_groups",
+            "command",
+        ] {
+            assert!(
+                problems.contains(needle),
+                "{needle} missing from {problems}"
+            );
         }
     }
 
@@ -161,7 +181,10 @@ mod tests {
         let proc = sample();
         assert!(proc.allows_any_of(["dev", "ops"].into_iter()));
         assert!(!proc.allows_any_of(["dev"].into_iter()));
-        let open = ProcMetadata { authorized_groups: vec![], ..sample() };
+        let open = ProcMetadata {
+            authorized_groups: vec![],
+            ..sample()
+        };
         assert!(open.allows_any_of(std::iter::empty()));
     }
 }

@@ -72,12 +72,18 @@ impl Sealer {
 /// Returns the key and whether it was created.
 pub fn load_or_create_key_file(path: &Path) -> Result<([u8; 32], bool), StoreError> {
     let fail = |what: &str, e: std::io::Error| {
-        StoreError::Corrupt(format!("cannot {what} the secrets key file {}: {e}", path.display()))
+        StoreError::Corrupt(format!(
+            "cannot {what} the secrets key file {}: {e}",
+            path.display()
+        ))
     };
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let key = crate::config::parse_secrets_key(&text).map_err(|message| {
-                StoreError::Corrupt(format!("the secrets key file {}: {message}", path.display()))
+                StoreError::Corrupt(format!(
+                    "the secrets key file {}: {message}",
+                    path.display()
+                ))
             })?;
             Ok((key, false))
         }
@@ -111,9 +117,19 @@ mod tests {
         let sealed = sealer.seal("proc/KEY", b"hunter2");
         assert!(!sealed.windows(7).any(|w| w == b"hunter2"), "no plaintext");
         assert_eq!(sealer.open("proc/KEY", &sealed).unwrap(), b"hunter2");
-        assert!(sealer.open("proc/OTHER", &sealed).is_err(), "bound to its context");
-        assert!(Sealer::new(&[4; 32]).open("proc/KEY", &sealed).is_err(), "bound to its key");
-        assert_ne!(sealer.seal("proc/KEY", b"hunter2"), sealed, "fresh nonce each time");
+        assert!(
+            sealer.open("proc/OTHER", &sealed).is_err(),
+            "bound to its context"
+        );
+        assert!(
+            Sealer::new(&[4; 32]).open("proc/KEY", &sealed).is_err(),
+            "bound to its key"
+        );
+        assert_ne!(
+            sealer.seal("proc/KEY", b"hunter2"),
+            sealed,
+            "fresh nonce each time"
+        );
     }
 
     #[test]

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::sqlite::SqliteConnection;
-use diesel::Connection;
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 
 use crate::config::{DatabaseKind, DatabaseSettings, Settings};
@@ -70,7 +70,10 @@ pub enum StoreError {
 
 impl From<::redis::RedisError> for StoreError {
     fn from(e: ::redis::RedisError) -> Self {
-        if e.is_io_error() || e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped()
+        if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.is_connection_dropped()
         {
             StoreError::RedisUnavailable(e.to_string())
         } else {
@@ -93,7 +96,9 @@ impl r2d2::ManageConnection for ConnectionManager {
 
     fn connect(&self) -> Result<DbConnection, Self::Error> {
         match self.kind {
-            DatabaseKind::Postgres => PgConnection::establish(&self.url).map(DbConnection::Postgresql),
+            DatabaseKind::Postgres => {
+                PgConnection::establish(&self.url).map(DbConnection::Postgresql)
+            }
             DatabaseKind::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url)?;
                 // WAL lets readers run beside the writer; busy_timeout makes writers queue
@@ -265,7 +270,10 @@ pub struct Stores {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
     Setting,
-    KeyFile { path: std::path::PathBuf, created: bool },
+    KeyFile {
+        path: std::path::PathBuf,
+        created: bool,
+    },
 }
 
 impl Stores {

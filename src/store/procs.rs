@@ -39,7 +39,12 @@ impl ProcStore {
             ProcStore::Redis(redis) => {
                 let pairs: Vec<(String, String)> = procs
                     .iter()
-                    .map(|p| (redis.key(&format!("{}{METADATA_SUFFIX}", p.name)), encode(p)))
+                    .map(|p| {
+                        (
+                            redis.key(&format!("{}{METADATA_SUFFIX}", p.name)),
+                            encode(p),
+                        )
+                    })
                     .collect();
                 redis
                     .run(move |conn| {
@@ -86,7 +91,8 @@ impl ProcStore {
                         if keys.is_empty() {
                             return Ok(Vec::new());
                         }
-                        let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query(conn)?;
+                        let values: Vec<Option<String>> =
+                            redis::cmd("MGET").arg(&keys).query(conn)?;
                         keys.iter()
                             .zip(values)
                             // A key deleted between SCAN and MGET is simply gone.
@@ -156,8 +162,10 @@ impl ProcStore {
             ProcStore::Db(db) => {
                 db.run(move |conn| {
                     let removed = with_backend!(conn, |c| c.transaction(|c| {
-                        diesel::delete(proc_secrets::table.filter(proc_secrets::proc_name.eq(name.as_str())))
-                            .execute(c)?;
+                        diesel::delete(
+                            proc_secrets::table.filter(proc_secrets::proc_name.eq(name.as_str())),
+                        )
+                        .execute(c)?;
                         diesel::delete(procs::table.find(name.as_str())).execute(c)
                     }))?;
                     Ok(removed > 0)

@@ -18,7 +18,10 @@ impl Redis {
     /// `/health/ready`) while Redis is down.
     pub fn open(settings: &RedisSettings) -> Result<Self, StoreError> {
         let client = redis::Client::open(settings.url.expose().as_str()).map_err(|e| {
-            StoreError::RedisUnavailable(format!("PROCTOR_REDIS_ADDRESS is not usable: {}", format!("{:?}", e.kind())))
+            StoreError::RedisUnavailable(format!(
+                "PROCTOR_REDIS_ADDRESS is not usable: {:?}",
+                e.kind()
+            ))
         })?;
         let pool = r2d2::Pool::builder()
             .max_size(settings.max_active_connections)

@@ -95,7 +95,10 @@ impl SecretStore {
                                 ))
                                 .on_conflict((proc_secrets::proc_name, proc_secrets::secret_name))
                                 .do_update()
-                                .set((proc_secrets::sealed.eq(value), proc_secrets::updated_at.eq(now)))
+                                .set((
+                                    proc_secrets::sealed.eq(value),
+                                    proc_secrets::updated_at.eq(now),
+                                ))
                                 .execute(c)?;
                         }
                         proc_secrets::table
@@ -176,10 +179,11 @@ impl SecretStore {
             Backend::Db(db) => {
                 let proc = proc.clone();
                 db.run(move |conn| {
-                    let rows: Vec<(String, Vec<u8>)> = with_backend!(conn, |c| proc_secrets::table
-                        .filter(proc_secrets::proc_name.eq(proc.as_str()))
-                        .select((proc_secrets::secret_name, proc_secrets::sealed))
-                        .load(c))?;
+                    let rows: Vec<(String, Vec<u8>)> =
+                        with_backend!(conn, |c| proc_secrets::table
+                            .filter(proc_secrets::proc_name.eq(proc.as_str()))
+                            .select((proc_secrets::secret_name, proc_secrets::sealed))
+                            .load(c))?;
                     Ok(rows.into_iter().collect())
                 })
                 .await

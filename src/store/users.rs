@@ -158,7 +158,11 @@ impl UserStore {
     }
 
     /// The user whose e-mail is `email` and who holds `token`, if any.
-    pub async fn authenticate(&self, email: &Email, token: &str) -> Result<Option<User>, StoreError> {
+    pub async fn authenticate(
+        &self,
+        email: &Email,
+        token: &str,
+    ) -> Result<Option<User>, StoreError> {
         if !token.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }

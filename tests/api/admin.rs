@@ -4,7 +4,9 @@ use std::process::{Command, Output};
 
 use reqwest::Method;
 
-use crate::helpers::{Backend, TEST_SECRETS_KEY, backends, create_postgres_database, drop_postgres_database, temp_dir};
+use crate::helpers::{
+    Backend, TEST_SECRETS_KEY, backends, create_postgres_database, drop_postgres_database, temp_dir,
+};
 
 fn proctord(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_proctord"));
@@ -30,9 +32,22 @@ async fn a_token_made_with_the_admin_commands_opens_the_api() {
     let dir = data_dir.to_str().unwrap();
     let env = [("PROCTOR_DATA_DIR", dir), ("PROCTOR_LOG_LEVEL", "error")];
 
-    let added = proctord(&["user", "add", "Ops@Example.com", "--group", "ops", "--admin"], &env);
+    let added = proctord(
+        &[
+            "user",
+            "add",
+            "Ops@Example.com",
+            "--group",
+            "ops",
+            "--admin",
+        ],
+        &env,
+    );
     assert!(added.status.success(), "{}", stderr(&added));
-    assert_eq!(stdout(&added), "user ops@example.com saved as an admin (groups: ops)\n");
+    assert_eq!(
+        stdout(&added),
+        "user ops@example.com saved as an admin (groups: ops)\n"
+    );
 
     let created = proctord(&["token", "create", "ops@example.com"], &env);
     assert!(created.status.success(), "{}", stderr(&created));
@@ -45,7 +60,11 @@ async fn a_token_made_with_the_admin_commands_opens_the_api() {
 
     let unknown = proctord(&["token", "create", "ghost@example.com"], &env);
     assert_eq!(unknown.status.code(), Some(1));
-    assert!(stderr(&unknown).contains("no user ghost@example.com: add one first"), "{}", stderr(&unknown));
+    assert!(
+        stderr(&unknown).contains("no user ghost@example.com: add one first"),
+        "{}",
+        stderr(&unknown)
+    );
 
     // The same data directory served with auth on: the printed token works.
     let (settings, ..) = crate::helpers::test_settings(Backend::Embedded, &[("data_dir", dir)]);
@@ -78,9 +97,21 @@ async fn a_token_made_with_the_admin_commands_opens_the_api() {
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
     let cases = [
-        ("PROCTOR_APP_PORT", "eighty", "proctord: PROCTOR_APP_PORT: expected a port number (0-65535), got \"eighty\"\n"),
-        ("PROCTOR_JOB_POD_ANNOTATIONS", "nope", "proctord: PROCTOR_JOB_POD_ANNOTATIONS: expected a JSON object of strings"),
-        ("PROCTOR_SECRETS_KEY", "hunter2hunter2", "proctord: PROCTOR_SECRETS_KEY: expected"),
+        (
+            "PROCTOR_APP_PORT",
+            "eighty",
+            "proctord: PROCTOR_APP_PORT: expected a port number (0-65535), got \"eighty\"\n",
+        ),
+        (
+            "PROCTOR_JOB_POD_ANNOTATIONS",
+            "nope",
+            "proctord: PROCTOR_JOB_POD_ANNOTATIONS: expected a JSON object of strings",
+        ),
+        (
+            "PROCTOR_SECRETS_KEY",
+            "hunter2hunter2",
+            "proctord: PROCTOR_SECRETS_KEY: expected",
+        ),
     ];
     for (variable, value, expected) in cases {
         let output = proctord(&["serve"], &[(variable, value)]);
@@ -99,7 +130,10 @@ fn keygen_prints_a_usable_secrets_key() {
     let output = proctord(&["keygen"], &[]);
     assert!(output.status.success());
     let key = stdout(&output);
-    assert!(proctor::config::parse_secrets_key(key.trim()).is_ok(), "{key}");
+    assert!(
+        proctor::config::parse_secrets_key(key.trim()).is_ok(),
+        "{key}"
+    );
 }
 
 #[test]
@@ -125,7 +159,11 @@ fn postgres_must_be_migrated_before_serving_and_migrate_is_idempotent() {
     );
     let first = proctord(&["migrate"], &env);
     assert!(first.status.success(), "{}", stderr(&first));
-    assert!(stdout(&first).starts_with("applied 1 migration(s)"), "{}", stdout(&first));
+    assert!(
+        stdout(&first).starts_with("applied 1 migration(s)"),
+        "{}",
+        stdout(&first)
+    );
     let second = proctord(&["migrate"], &env);
     assert_eq!(stdout(&second), "the database is up to date\n");
     let user = proctord(&["user", "add", "a@b.co"], &env);
@@ -138,7 +176,10 @@ fn postgres_must_be_migrated_before_serving_and_migrate_is_idempotent() {
 fn an_unreachable_postgres_stops_start_up_with_a_clear_message() {
     let data_dir = temp_dir("unreachable");
     let env = [
-        ("PROCTOR_DATABASE_URL", "postgres://postgres@127.0.0.1:1/nothing"),
+        (
+            "PROCTOR_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/nothing",
+        ),
         ("PROCTOR_SECRETS_KEY", TEST_SECRETS_KEY),
         ("PROCTOR_DATA_DIR", data_dir.to_str().unwrap()),
         ("PROCTOR_LOG_LEVEL", "error"),

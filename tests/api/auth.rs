@@ -1,7 +1,9 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{Backend, Caller, backends, error_message, json_body, sample_proc, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Backend, Caller, backends, error_message, json_body, sample_proc, spawn_app, spawn_app_with,
+};
 
 const PROTECTED: &[(&str, &str)] = &[
     ("GET", "/jobs/metadata"),
@@ -28,17 +30,35 @@ async fn every_jobs_endpoint_needs_valid_credentials() {
         for (method, path) in PROTECTED {
             let method: Method = method.parse().unwrap();
             let body = json!({});
-            let response = app.request(method.clone(), path, None).json(&body).send().await.unwrap();
+            let response = app
+                .request(method.clone(), path, None)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             let message = error_message(response, 401).await;
             assert!(
-                message.starts_with("authentication required: send the Email-Id and Access-Token headers"),
+                message.starts_with(
+                    "authentication required: send the Email-Id and Access-Token headers"
+                ),
                 "{backend:?} {method} {path}: {message}"
             );
             for (who, expected) in [
-                (&wrong_token, "the Access-Token is not valid for admin@example.com"),
-                (&someone_elses, "the Access-Token is not valid for outsider@example.com"),
+                (
+                    &wrong_token,
+                    "the Access-Token is not valid for admin@example.com",
+                ),
+                (
+                    &someone_elses,
+                    "the Access-Token is not valid for outsider@example.com",
+                ),
             ] {
-                let response = app.request(method.clone(), path, Some(who)).json(&body).send().await.unwrap();
+                let response = app
+                    .request(method.clone(), path, Some(who))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
                 let message = error_message(response, 401).await;
                 assert_eq!(message, expected, "{backend:?} {method} {path}");
             }
@@ -98,7 +118,11 @@ async fn with_auth_off_anyone_on_loopback_acts_as_an_admin() {
         .await
         .unwrap();
     json_body(response, 201).await;
-    let response = app.request(Method::GET, "/jobs/metadata", None).send().await.unwrap();
+    let response = app
+        .request(Method::GET, "/jobs/metadata", None)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(json_body(response, 200).await[0]["name"], "open-door");
 }
 
@@ -110,5 +134,8 @@ async fn a_malformed_email_header_gets_401_with_the_reason() {
         token: app.admin.token.clone(),
     };
     let message = error_message(app.list_procs(&who).await, 401).await;
-    assert_eq!(message, "Email-Id: \"not-an-email\" is not a valid e-mail address");
+    assert_eq!(
+        message,
+        "Email-Id: \"not-an-email\" is not a valid e-mail address"
+    );
 }

@@ -41,7 +41,10 @@ async fn ready_is_503_naming_redis_when_redis_is_unreachable() {
     let address = format!("127.0.0.1:{}", free_port());
     let app = spawn_app_with(
         Backend::Embedded,
-        &[("redis_address", &address), ("secrets_key", TEST_SECRETS_KEY)],
+        &[
+            ("redis_address", &address),
+            ("secrets_key", TEST_SECRETS_KEY),
+        ],
     )
     .await;
     let body = json_body(app.ready().await, 503).await;
@@ -62,7 +65,16 @@ impl OwnRedis {
     /// Starts redis-server on `port`; `None` when it cannot run here.
     fn start_on(port: u16) -> Option<Self> {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -98,7 +110,10 @@ async fn ready_turns_503_when_redis_stops_and_200_when_it_returns() {
     let address = format!("127.0.0.1:{}", redis.1);
     let app = spawn_app_with(
         Backend::Embedded,
-        &[("redis_address", &address), ("secrets_key", TEST_SECRETS_KEY)],
+        &[
+            ("redis_address", &address),
+            ("secrets_key", TEST_SECRETS_KEY),
+        ],
     )
     .await;
     json_body(app.ready().await, 200).await;

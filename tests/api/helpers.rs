@@ -42,7 +42,10 @@ fn production_services() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         let problem = match diesel::PgConnection::establish(&postgres_url()) {
-            Err(e) => Some(format!("PostgreSQL at {} is unreachable: {e}", postgres_url())),
+            Err(e) => Some(format!(
+                "PostgreSQL at {} is unreachable: {e}",
+                postgres_url()
+            )),
             Ok(_) => redis::Client::open(redis_url().as_str())
                 .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
                 .err()
@@ -145,7 +148,11 @@ pub fn test_settings(
         database_name = Some(name);
         redis_prefix = Some(prefix);
     }
-    pairs.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    pairs.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     let settings = Settings::from_overrides(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .expect("test settings are valid");
     (settings, data_dir, database_name, redis_prefix)
@@ -218,7 +225,9 @@ fn init_test_process() {
 impl TestApp {
     /// A request as `who` (no credentials when `None`).
     pub fn request(&self, method: Method, path: &str, who: Option<&Caller>) -> RequestBuilder {
-        let builder = self.client.request(method, format!("{}{path}", self.address));
+        let builder = self
+            .client
+            .request(method, format!("{}{path}", self.address));
         match who {
             Some(who) => builder
                 .header("Email-Id", &who.email)
@@ -228,7 +237,10 @@ impl TestApp {
     }
 
     pub async fn ping(&self) -> Response {
-        self.request(Method::GET, "/ping", None).send().await.unwrap()
+        self.request(Method::GET, "/ping", None)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn ready(&self) -> Response {
@@ -296,8 +308,8 @@ impl Drop for TestApp {
             drop_postgres_database(name);
         }
         if let Some(prefix) = &self.redis_prefix
-            && let Ok(mut conn) = redis::Client::open(redis_url().as_str())
-                .and_then(|c| c.get_connection())
+            && let Ok(mut conn) =
+                redis::Client::open(redis_url().as_str()).and_then(|c| c.get_connection())
         {
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{prefix}*"))
