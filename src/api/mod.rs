@@ -20,19 +20,42 @@ pub struct ApiState {
 
 /// Every route of the API, in one table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ping", web::get().to(health::ping))
-        .route("/health/ready", web::get().to(health::ready))
+    cfg.service(resource("/ping").route(web::get().to(health::ping)))
+        .service(resource("/health/ready").route(web::get().to(health::ready)))
         .service(
             web::scope("/jobs")
                 .wrap(actix_web::middleware::from_fn(auth::check_client_version))
-                .route("/metadata", web::post().to(procs::register))
-                .route("/metadata", web::get().to(procs::list))
-                .route("/metadata/{name}", web::get().to(procs::describe))
-                .route("/metadata/{name}", web::delete().to(procs::remove))
-                .route("/secrets", web::post().to(secrets::set))
-                .route("/secrets/{name}", web::get().to(secrets::list_names))
-                .route("/secrets/{name}", web::delete().to(secrets::remove)),
+                .service(
+                    resource("/metadata")
+                        .route(web::post().to(procs::register))
+                        .route(web::get().to(procs::list)),
+                )
+                .service(
+                    resource("/metadata/{name}")
+                        .route(web::get().to(procs::describe))
+                        .route(web::delete().to(procs::remove)),
+                )
+                .service(resource("/secrets").route(web::post().to(secrets::set)))
+                .service(
+                    resource("/secrets/{name}")
+                        .route(web::get().to(secrets::list_names))
+                        .route(web::delete().to(secrets::remove)),
+                ),
         );
+}
+
+/// A resource whose unsupported methods get a JSON 405.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(
+    req: actix_web::HttpRequest,
+) -> Result<actix_web::HttpResponse, crate::error::ApiError> {
+    Err(crate::error::ApiError::new(
+        crate::error::ErrorKind::MethodNotAllowed,
+        format!("{} is not supported on {}", req.method(), req.path()),
+    ))
 }
 
 /// The answer for a URL no route matches.

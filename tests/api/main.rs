@@ -5,5 +5,6 @@ mod admin;
 mod auth;
 mod health;
 mod helpers;
+mod hostile;
 mod procs;
 mod secrets;
