@@ -146,6 +146,8 @@ pub struct Settings {
     /// "use (or create) the key file under `data_dir`".
     pub secrets_key: Option<Sensitive<[u8; 32]>>,
     pub executor: ExecutorKind,
+    /// How many local runs go at once; the rest wait, visible as CREATED.
+    pub local_max_concurrent_runs: usize,
     pub logs_stream_read_buffer_size: usize,
     pub logs_stream_write_buffer_size: usize,
     pub kube: KubeSettings,
@@ -374,6 +376,15 @@ impl Settings {
             None => ExecutorKind::Local,
         };
 
+        let local_max_concurrent_runs: usize =
+            raw.parse("local_max_concurrent_runs", "a number of runs")?;
+        if local_max_concurrent_runs == 0 {
+            return Err(SettingsError::new(
+                "local_max_concurrent_runs",
+                "must be at least 1",
+            ));
+        }
+
         let min_client_version = raw
             .optional("min_client_version")
             .map(|v| {
@@ -423,6 +434,7 @@ impl Settings {
             redis,
             secrets_key,
             executor,
+            local_max_concurrent_runs,
             logs_stream_read_buffer_size: raw
                 .parse("logs_stream_read_buffer_size", "a number of bytes")?,
             logs_stream_write_buffer_size: raw

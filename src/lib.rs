@@ -15,6 +15,8 @@ pub mod app;
 pub mod config;
 /// The API's error kinds, their status codes and JSON body.
 pub mod error;
+/// Where runs happen: the Executor trait, the local and Kubernetes executors.
+pub mod executor;
 /// Validated names and proc metadata: no IO.
 pub mod model;
 /// Pools, migrations and one store per kind of record.

@@ -1,7 +1,9 @@
-//! Pure domain: validated names and the proc's metadata. No IO here.
+//! Pure domain: validated names, proc metadata and the execution status machine. No IO.
 
+pub mod execution;
 pub mod ids;
 pub mod proc;
 
+pub use execution::{ExecutionName, Status};
 pub use ids::{Email, EnvName, ProcName};
 pub use proc::{EnvVar, EnvVars, ProcMetadata};

@@ -45,6 +45,9 @@ pub struct ProcMetadata {
     /// entrypoint plays this part on Kubernetes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
+    /// This proc's deadline, overriding PROCTOR_KUBE_JOB_ACTIVE_DEADLINE_SECONDS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<u64>,
 }
 
 const MAX_TEXT: usize = 4096;
@@ -107,6 +110,9 @@ impl ProcMetadata {
             if command.iter().any(|part| part.contains('\0')) {
                 problems.push("command must not contain NUL characters".to_owned());
             }
+        }
+        if self.active_deadline_seconds == Some(0) {
+            problems.push("active_deadline_seconds must be at least 1".to_owned());
         }
         problems
     }

@@ -26,12 +26,16 @@ macro_rules! with_backend {
 }
 
 pub mod crypto;
+pub mod executions;
+pub mod logs;
 pub mod procs;
 pub mod redis;
 pub mod schema;
 pub mod secrets;
 pub mod users;
 
+pub use self::executions::{Execution, ExecutionFilter, ExecutionStore, NewExecution, Transition};
+pub use self::logs::{LogStore, StoredLine};
 pub use self::procs::ProcStore;
 pub use self::redis::Redis;
 pub use self::secrets::SecretStore;
@@ -264,6 +268,8 @@ pub struct Stores {
     pub procs: ProcStore,
     pub secrets: SecretStore,
     pub users: UserStore,
+    pub executions: ExecutionStore,
+    pub logs: LogStore,
 }
 
 /// What a message at start-up says about the secrets key.
@@ -299,6 +305,8 @@ impl Stores {
             None => SecretStore::db(db.clone(), sealer),
         };
         let users = UserStore::new(db.clone());
+        let executions = ExecutionStore::new(db.clone());
+        let logs = LogStore::new(db.clone());
         Ok((
             Self {
                 db,
@@ -306,6 +314,8 @@ impl Stores {
                 procs,
                 secrets,
                 users,
+                executions,
+                logs,
             },
             source,
         ))

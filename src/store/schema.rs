@@ -76,6 +76,8 @@ diesel::table! {
         updated_at -> Timestamp,
         started_at -> Nullable<Timestamp>,
         finished_at -> Nullable<Timestamp>,
+        callback_url -> Nullable<Text>,
+        attempts -> Integer,
     }
 }
 

@@ -1,0 +1,383 @@
+//! The embedded default's executor: each run is a child process in its own process
+//! group and working directory, its stdout and stderr read line by line, its deadline
+//! and cancellation enforced on the whole group.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+
+use super::{Executor, ExecutorError, ExecutorSinks, LogEvent, RunEvent, RunSpec};
+use crate::model::ExecutionName;
+
+/// The longest line kept whole; longer output is split into lines of this size.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Lines sent to the LogFanout in one batch at most.
+const MAX_BATCH: usize = 512;
+/// How long a process group gets between SIGTERM and SIGKILL.
+const KILL_GRACE: Duration = Duration::from_secs(3);
+/// How long to wait for the output pipes to close once the process has exited.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub const RESTART_REASON: &str = "proctord restarted while the execution was running";
+
+/// One run in progress: how to stop it and how to know it stopped.
+struct Handle {
+    cancel: watch::Sender<Option<String>>,
+    finished: watch::Receiver<bool>,
+}
+
+pub struct LocalExecutor {
+    runs_dir: PathBuf,
+    permits: Arc<Semaphore>,
+    sinks: ExecutorSinks,
+    running: Arc<Mutex<HashMap<ExecutionName, Handle>>>,
+}
+
+impl LocalExecutor {
+    /// Runs go in `<data_dir>/runs/<execution>`; at most `max_concurrent` at once.
+    pub fn new(data_dir: &std::path::Path, max_concurrent: usize, sinks: ExecutorSinks) -> Self {
+        Self {
+            runs_dir: data_dir.join("runs"),
+            permits: Arc::new(Semaphore::new(max_concurrent)),
+            sinks,
+            running: Arc::default(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for LocalExecutor {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn needs_command(&self) -> bool {
+        true
+    }
+
+    async fn launch(&self, spec: RunSpec) -> Result<(), ExecutorError> {
+        let command = match &spec.command {
+            Some(command) if !command.is_empty() => command.clone(),
+            _ => {
+                return Err(ExecutorError::Refused(format!(
+                    "proc {} has no command for the local executor",
+                    spec.proc_name
+                )));
+            }
+        };
+        let workdir = self.runs_dir.join(spec.execution.as_str());
+        std::fs::create_dir_all(&workdir).map_err(|e| {
+            ExecutorError::Refused(format!("cannot create {}: {e}", workdir.display()))
+        })?;
+        let (cancel_tx, cancel_rx) = watch::channel(None);
+        let (finished_tx, finished_rx) = watch::channel(false);
+        self.running.lock().expect("not poisoned").insert(
+            spec.execution.clone(),
+            Handle {
+                cancel: cancel_tx,
+                finished: finished_rx,
+            },
+        );
+        let run = Run {
+            spec,
+            command,
+            workdir,
+            sinks: self.sinks.clone(),
+            cancel: cancel_rx,
+        };
+        let permits = self.permits.clone();
+        let running = self.running.clone();
+        tokio::spawn(async move {
+            let execution = run.spec.execution.clone();
+            run.run(permits).await;
+            running.lock().expect("not poisoned").remove(&execution);
+            let _ = finished_tx.send(true);
+        });
+        Ok(())
+    }
+
+    async fn cancel(&self, execution: &ExecutionName) -> Result<bool, ExecutorError> {
+        let finished = {
+            let running = self.running.lock().expect("not poisoned");
+            let Some(handle) = running.get(execution) else {
+                return Ok(false);
+            };
+            let _ = handle.cancel.send(Some("cancelled on request".to_owned()));
+            handle.finished.clone()
+        };
+        let mut finished = finished;
+        let _ = finished.wait_for(|done| *done).await;
+        Ok(true)
+    }
+
+    async fn reconcile(&self, unfinished: &[ExecutionName]) -> Vec<RunEvent> {
+        // A child process does not outlive the proctord that started it.
+        unfinished
+            .iter()
+            .map(|execution| RunEvent::Failed {
+                execution: execution.clone(),
+                exit_code: None,
+                reason: RESTART_REASON.to_owned(),
+                attempts: 0,
+            })
+            .collect()
+    }
+}
+
+struct Run {
+    spec: RunSpec,
+    command: Vec<String>,
+    workdir: PathBuf,
+    sinks: ExecutorSinks,
+    cancel: watch::Receiver<Option<String>>,
+}
+
+/// Why an attempt stopped.
+enum Stop {
+    Exited(ExitStatus),
+    Deadline,
+    Cancelled(String),
+    SpawnFailed(String),
+}
+
+impl Run {
+    async fn run(mut self, permits: Arc<Semaphore>) {
+        let execution = self.spec.execution.clone();
+        // Queued runs stay CREATED until a slot frees up; cancel works while queued.
+        let permit = tokio::select! {
+            permit = permits.acquire_owned() => permit.ok(),
+            reason = wait_cancelled(&mut self.cancel) => {
+                self.finish(RunEvent::Cancelled { execution, reason }).await;
+                return;
+            }
+        };
+        let deadline = Instant::now() + self.spec.deadline;
+        let attempts = self.spec.retries + 1;
+        for attempt in 1..=attempts {
+            let stop = self.attempt(attempt, deadline).await;
+            let event = match stop {
+                Stop::Exited(status) if status.success() => RunEvent::Succeeded {
+                    execution: execution.clone(),
+                    attempts: attempt,
+                },
+                Stop::Exited(status) if attempt < attempts => RunEvent::AttemptFailed {
+                    execution: execution.clone(),
+                    attempt,
+                    exit_code: status.code(),
+                    reason: describe(status),
+                },
+                Stop::SpawnFailed(reason) if attempt < attempts => RunEvent::AttemptFailed {
+                    execution: execution.clone(),
+                    attempt,
+                    exit_code: None,
+                    reason,
+                },
+                Stop::Exited(status) => RunEvent::Failed {
+                    execution: execution.clone(),
+                    exit_code: status.code(),
+                    reason: describe(status),
+                    attempts: attempt,
+                },
+                Stop::SpawnFailed(reason) => RunEvent::Failed {
+                    execution: execution.clone(),
+                    exit_code: None,
+                    reason,
+                    attempts: attempt,
+                },
+                Stop::Deadline => RunEvent::TimedOut {
+                    execution: execution.clone(),
+                    reason: format!("exceeded its deadline of {}s", self.spec.deadline.as_secs()),
+                    attempts: attempt,
+                },
+                Stop::Cancelled(reason) => RunEvent::Cancelled {
+                    execution: execution.clone(),
+                    reason,
+                },
+            };
+            if matches!(event, RunEvent::AttemptFailed { .. }) {
+                let _ = self.sinks.events.send(event).await;
+                continue;
+            }
+            drop(permit);
+            self.finish(event).await;
+            return;
+        }
+    }
+
+    /// The end of the stream, then the final event.
+    async fn finish(&self, event: RunEvent) {
+        let execution = self.spec.execution.clone();
+        let _ = self.sinks.logs.send(LogEvent::Ended { execution }).await;
+        let _ = self.sinks.events.send(event).await;
+    }
+
+    async fn attempt(&mut self, attempt: u32, deadline: Instant) -> Stop {
+        let mut child = match self.spawn(attempt) {
+            Ok(child) => child,
+            Err(e) => {
+                return Stop::SpawnFailed(format!("cannot start {:?}: {e}", self.command[0]));
+            }
+        };
+        let pgid = child.id().map(|pid| pid as libc::pid_t);
+        let _ = self
+            .sinks
+            .events
+            .send(RunEvent::Running {
+                execution: self.spec.execution.clone(),
+                attempt,
+            })
+            .await;
+        let stdout = child.stdout.take().map(|out| self.read_lines(out));
+        let stderr = child.stderr.take().map(|err| self.read_lines(err));
+
+        let stop = tokio::select! {
+            status = child.wait() => match status {
+                Ok(status) => Stop::Exited(status),
+                Err(e) => Stop::SpawnFailed(format!("lost track of the process: {e}")),
+            },
+            () = tokio::time::sleep_until(deadline) => Stop::Deadline,
+            reason = wait_cancelled(&mut self.cancel) => Stop::Cancelled(reason),
+        };
+        if let Some(pgid) = pgid {
+            // The leader is gone or going: stop whatever it left behind in its group.
+            let graceful = !matches!(stop, Stop::Exited(_));
+            kill_group(pgid, &mut child, graceful).await;
+        }
+        for reader in [stdout, stderr].into_iter().flatten() {
+            if tokio::time::timeout(DRAIN_TIMEOUT, reader).await.is_err() {
+                tracing::warn!(execution = %self.spec.execution, "output pipe still open after the process ended");
+            }
+        }
+        stop
+    }
+
+    fn spawn(&self, attempt: u32) -> std::io::Result<Child> {
+        let mut command = Command::new(&self.command[0]);
+        command
+            .args(&self.command[1..])
+            .current_dir(&self.workdir)
+            // Nothing of proctord's own environment (its keys, its database URL) leaks.
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .env("HOME", &self.workdir)
+            .env("LANG", "C.UTF-8")
+            .envs(&self.spec.args)
+            .envs(self.spec.secrets.iter().map(|(k, v)| (k, v.expose())))
+            .env("PROCTOR_EXECUTION_NAME", self.spec.execution.as_str())
+            .env("PROCTOR_PROC_NAME", self.spec.proc_name.as_str())
+            .env("PROCTOR_IMAGE", &self.spec.image)
+            .env("PROCTOR_ATTEMPT", attempt.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        command.spawn()
+    }
+
+    /// Reads `output` line by line into batches for the LogFanout.
+    fn read_lines(
+        &self,
+        output: impl AsyncRead + Unpin + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
+        let logs = self.sinks.logs.clone();
+        let execution = self.spec.execution.clone();
+        tokio::spawn(async move {
+            let mut reader = BufReader::with_capacity(64 * 1024, output);
+            let mut buf = Vec::with_capacity(256);
+            let mut batch = Vec::new();
+            loop {
+                buf.clear();
+                let read = {
+                    let mut limited = (&mut reader).take(MAX_LINE_BYTES as u64);
+                    limited.read_until(b'\n', &mut buf).await
+                };
+                let done = !matches!(read, Ok(n) if n > 0);
+                if !done {
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                        if buf.last() == Some(&b'\r') {
+                            buf.pop();
+                        }
+                    }
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    batch.push((line, crate::store::now()));
+                }
+                let more_ready = !reader.buffer().is_empty();
+                if !batch.is_empty() && (done || batch.len() >= MAX_BATCH || !more_ready) {
+                    let lines = std::mem::take(&mut batch);
+                    let event = LogEvent::Lines {
+                        execution: execution.clone(),
+                        lines,
+                    };
+                    if logs.send(event).await.is_err() {
+                        return;
+                    }
+                }
+                if done {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+/// Resolves with the reason once a cancel is requested.
+async fn wait_cancelled(cancel: &mut watch::Receiver<Option<String>>) -> String {
+    let reason = cancel
+        .wait_for(Option::is_some)
+        .await
+        .map(|reason| reason.clone().unwrap_or_default());
+    match reason {
+        Ok(reason) => reason,
+        // The executor is gone: nobody can cancel any more.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// Signals the whole process group: SIGTERM then, after a grace period, SIGKILL (or
+/// SIGKILL at once when not `graceful`); reaps the leader.
+async fn kill_group(pgid: libc::pid_t, child: &mut Child, graceful: bool) {
+    let signal = |sig| {
+        // SAFETY: killpg only sends a signal; a group that no longer exists is ESRCH.
+        unsafe { libc::killpg(pgid, sig) }
+    };
+    if graceful && signal(libc::SIGTERM) == 0 {
+        let deadline = Instant::now() + KILL_GRACE;
+        loop {
+            // Reap the leader as soon as it exits, so only live members keep the group.
+            let _ = child.try_wait();
+            if !group_alive(pgid) || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    signal(libc::SIGKILL);
+    let _ = child.wait().await;
+}
+
+/// Whether any process is left in the group.
+fn group_alive(pgid: libc::pid_t) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    unsafe { libc::killpg(pgid, 0) == 0 }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "ended without an exit code".to_owned(),
+    }
+}

@@ -1,0 +1,217 @@
+//! An execution's name and its status machine:
+//! `RECEIVED → CREATED → RUNNING → SUCCEEDED | FAILED | TIMED_OUT | CANCELLED`, with
+//! `REQUIREMENT_NOT_MET` and `CREATION_FAILED` as final states reached before `CREATED`.
+//! Transitions only go forward; a late event for an older state is ignored.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::ProcName;
+
+/// An execution's name: `<proc>-<14 random lower-case letters and digits>`, a valid
+/// Kubernetes Job name (DNS-1123 label, at most 63 characters).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ExecutionName(String);
+
+const SUFFIX_LEN: usize = 14;
+
+impl ExecutionName {
+    /// A fresh, unique name for a run of `proc`.
+    pub fn generate(proc: &ProcName) -> Self {
+        const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let suffix: String = (0..SUFFIX_LEN)
+            .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+            .collect();
+        Self(format!("{proc}-{suffix}"))
+    }
+
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if valid {
+            Ok(Self(name.to_owned()))
+        } else {
+            Err(format!(
+                "{:?} is not an execution name (lower-case letters, digits and '-', at most 63)",
+                super::ids::truncate(name, 70)
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ExecutionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    Received,
+    Created,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+    RequirementNotMet,
+    CreationFailed,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Received,
+        Status::Created,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::TimedOut,
+        Status::Cancelled,
+        Status::RequirementNotMet,
+        Status::CreationFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Received => "RECEIVED",
+            Status::Created => "CREATED",
+            Status::Running => "RUNNING",
+            Status::Succeeded => "SUCCEEDED",
+            Status::Failed => "FAILED",
+            Status::TimedOut => "TIMED_OUT",
+            Status::Cancelled => "CANCELLED",
+            Status::RequirementNotMet => "REQUIREMENT_NOT_MET",
+            Status::CreationFailed => "CREATION_FAILED",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self.rank() == 3
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Status::Received => 0,
+            Status::Created => 1,
+            Status::Running => 2,
+            _ => 3,
+        }
+    }
+
+    /// Whether an execution in `self` may move to `next`.
+    pub fn can_move_to(self, next: Status) -> bool {
+        let before_created = matches!(next, Status::RequirementNotMet | Status::CreationFailed);
+        next.rank() > self.rank() && (!before_created || self == Status::Received)
+    }
+
+    /// Every status from which `next` may be reached: the guard of a forward-only update.
+    pub fn predecessors(next: Status) -> Vec<Status> {
+        Status::ALL
+            .into_iter()
+            .filter(|s| s.can_move_to(next))
+            .collect()
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let upper = text.trim().to_ascii_uppercase();
+        Status::ALL
+            .into_iter()
+            .find(|s| s.as_str() == upper)
+            .ok_or_else(|| {
+                let names: Vec<_> = Status::ALL.iter().map(|s| s.as_str()).collect();
+                format!(
+                    "{:?} is not a status; use one of {}",
+                    super::ids::truncate(text, 32),
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_only_go_forward() {
+        use Status::*;
+        let allowed = [
+            (Received, Created),
+            (Received, Running),
+            (Received, RequirementNotMet),
+            (Received, CreationFailed),
+            (Received, Cancelled),
+            (Created, Running),
+            (Created, Failed),
+            (Created, Cancelled),
+            (Running, Succeeded),
+            (Running, Failed),
+            (Running, TimedOut),
+            (Running, Cancelled),
+        ];
+        for (from, to) in allowed {
+            assert!(from.can_move_to(to), "{from} -> {to} should be allowed");
+        }
+        let refused = [
+            (Running, Created),
+            (Created, Received),
+            (Succeeded, Failed),
+            (Cancelled, Succeeded),
+            (Created, RequirementNotMet),
+            (Running, CreationFailed),
+            (Running, Running),
+        ];
+        for (from, to) in refused {
+            assert!(!from.can_move_to(to), "{from} -> {to} should be refused");
+        }
+        assert_eq!(Status::predecessors(Status::Running), [Received, Created]);
+        assert_eq!(Status::predecessors(Status::CreationFailed), [Received]);
+    }
+
+    #[test]
+    fn statuses_parse_from_their_names() {
+        for status in Status::ALL {
+            assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+        }
+        assert_eq!("timed_out".parse::<Status>(), Ok(Status::TimedOut));
+        assert!(
+            "DONE"
+                .parse::<Status>()
+                .unwrap_err()
+                .contains("not a status")
+        );
+    }
+
+    #[test]
+    fn generated_names_are_valid_job_names() {
+        let proc = ProcName::parse(&"p".repeat(super::super::ids::PROC_NAME_MAX)).unwrap();
+        let name = ExecutionName::generate(&proc);
+        assert_eq!(name.as_str().len(), 63);
+        assert!(ExecutionName::parse(name.as_str()).is_ok());
+        assert_ne!(name, ExecutionName::generate(&proc));
+        assert!(ExecutionName::parse("Bad_Name").is_err());
+    }
+}
