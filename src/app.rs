@@ -8,15 +8,20 @@ use actix_web::{App, HttpServer, web};
 use anyhow::Context as _;
 use tracing_actix_web::TracingLogger;
 
+use std::sync::Arc;
+
+use crate::actors::{self, Actors, RunDefaults};
 use crate::api::{self, ApiState};
-use crate::config::{AuthMode, Settings};
+use crate::config::{AuthMode, ExecutorKind, Settings};
 use crate::error;
+use crate::executor::{self, Executor, LocalExecutor};
 use crate::store::{KeySource, Stores};
 
 pub struct Application {
     port: u16,
     server: Server,
     stores: Stores,
+    actors: Actors,
 }
 
 impl Application {
@@ -49,12 +54,25 @@ impl Application {
             );
         }
 
+        let actors = start_actors(&settings, &stores)?;
+        let reconciled = actors
+            .watcher
+            .send(actors::watcher::Reconcile)
+            .await
+            .context("the Watcher did not start")??;
+        if reconciled > 0 {
+            tracing::warn!(
+                "reconciled {reconciled} execution(s) left unfinished by a previous proctord"
+            );
+        }
+
         let address = (settings.app_host, settings.app_port);
         let listener = TcpListener::bind(address)
             .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(ApiState {
             stores: stores.clone(),
+            actors: actors.clone(),
             auth: settings.auth,
             min_client_version: settings.min_client_version.clone(),
         });
@@ -91,6 +109,7 @@ impl Application {
             port,
             server,
             stores,
+            actors,
         })
     }
 
@@ -104,8 +123,34 @@ impl Application {
         &self.stores
     }
 
+    /// The actors' addresses, for tests.
+    pub fn actors(&self) -> &Actors {
+        &self.actors
+    }
+
     /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// The executor the settings pick, and the actors around it.
+fn start_actors(settings: &Settings, stores: &Stores) -> anyhow::Result<Actors> {
+    let (sinks, streams) = executor::channels();
+    let executor: Arc<dyn Executor> = match settings.executor {
+        ExecutorKind::Local => Arc::new(LocalExecutor::new(
+            &settings.data_dir,
+            settings.local_max_concurrent_runs,
+            sinks,
+        )),
+        ExecutorKind::Kubernetes => anyhow::bail!(
+            "PROCTOR_EXECUTOR=kubernetes is not available in this build yet; use PROCTOR_EXECUTOR=local"
+        ),
+    };
+    tracing::info!("executions run on the {} executor", executor.kind());
+    let defaults = RunDefaults {
+        deadline: std::time::Duration::from_secs(settings.kube.job_active_deadline_seconds),
+        retries: settings.kube.job_retries,
+    };
+    Ok(actors::start(stores, executor, streams, defaults))
 }

@@ -7,6 +7,8 @@
 //! [`config`] settings; [`error`] is the API's error contract; [`telemetry`] sets up
 //! logging and Sentry.
 
+/// The actors: Dispatcher, Watcher, LogFanout, under one supervision tree.
+pub mod actors;
 /// The HTTP edge: one route table and a handler per action.
 pub mod api;
 /// `Application::build(settings)`: stores, then the HTTP server.

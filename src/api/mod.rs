@@ -3,17 +3,21 @@
 
 use actix_web::web;
 
+use crate::actors::Actors;
 use crate::config::AuthMode;
 use crate::store::Stores;
 
 pub mod auth;
+pub mod executions;
 pub mod health;
+pub mod logs;
 pub mod procs;
 pub mod secrets;
 
 /// What handlers share.
 pub struct ApiState {
     pub stores: Stores,
+    pub actors: Actors,
     pub auth: AuthMode,
     pub min_client_version: Option<semver::Version>,
 }
@@ -40,6 +44,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     resource("/secrets/{name}")
                         .route(web::get().to(secrets::list_names))
                         .route(web::delete().to(secrets::remove)),
+                )
+                .service(resource("/execute").route(web::post().to(executions::execute)))
+                .service(
+                    resource("/execute/{name}/status").route(web::get().to(executions::get_status)),
+                )
+                .service(resource("/logs").route(web::get().to(logs::stream))),
+        )
+        .service(
+            web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(auth::check_client_version))
+                .service(resource("/executions").route(web::get().to(executions::list)))
+                .service(resource("/executions/{name}").route(web::get().to(executions::describe)))
+                .service(
+                    resource("/executions/{name}/logs")
+                        .route(web::get().to(executions::stored_logs)),
+                )
+                .service(
+                    resource("/executions/{name}/cancel").route(web::post().to(executions::cancel)),
                 ),
         );
 }

@@ -103,13 +103,13 @@ impl Executor for LocalExecutor {
         Ok(())
     }
 
-    async fn cancel(&self, execution: &ExecutionName) -> Result<bool, ExecutorError> {
+    async fn cancel(&self, execution: &ExecutionName, reason: &str) -> Result<bool, ExecutorError> {
         let finished = {
             let running = self.running.lock().expect("not poisoned");
             let Some(handle) = running.get(execution) else {
                 return Ok(false);
             };
-            let _ = handle.cancel.send(Some("cancelled on request".to_owned()));
+            let _ = handle.cancel.send(Some(reason.to_owned()));
             handle.finished.clone()
         };
         let mut finished = finished;

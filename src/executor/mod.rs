@@ -163,7 +163,7 @@ pub trait Executor: Send + Sync + 'static {
     async fn launch(&self, spec: RunSpec) -> Result<(), ExecutorError>;
 
     /// Stops the run and returns once it is stopped (`false` when it was unknown).
-    async fn cancel(&self, execution: &ExecutionName) -> Result<bool, ExecutorError>;
+    async fn cancel(&self, execution: &ExecutionName, reason: &str) -> Result<bool, ExecutorError>;
 
     /// At start-up: settles or re-attaches each execution left unfinished by a previous
     /// proctord; returns the events that settle them.

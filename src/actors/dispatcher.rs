@@ -1,0 +1,273 @@
+//! The Dispatcher starts and stops executions: it writes each one RECEIVED, checks
+//! what the run needs (a command for the local executor, the proc's secrets), opens its
+//! log stream and hands it to the executor; and it cancels runs on request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::log_fanout::{LogFanout, Open, UpstreamGone};
+use super::watcher::{Apply, Watcher};
+use crate::executor::{Executor, RunSpec};
+use crate::model::{ExecutionName, ProcMetadata, Status};
+use crate::store::{Execution, ExecutionStore, NewExecution, SecretStore, StoreError, Transition};
+
+/// Runs `proc` with `args` for `user_email`.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Execution, DispatchError>")]
+pub struct Execute {
+    pub proc: ProcMetadata,
+    pub args: BTreeMap<String, String>,
+    pub user_email: String,
+    pub callback_url: Option<String>,
+    pub schedule_id: Option<String>,
+}
+
+/// Stops a run; answers the execution as it ends up.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Execution, DispatchError>")]
+pub struct Cancel {
+    pub execution: ExecutionName,
+    pub by: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no execution named {0}")]
+    NotFound(ExecutionName),
+    #[error("execution {name} already ended {status}")]
+    AlreadyEnded { name: ExecutionName, status: Status },
+    #[error("an actor is unavailable: {0}")]
+    Mailbox(#[from] MailboxError),
+}
+
+/// Defaults for every run.
+#[derive(Debug, Clone)]
+pub struct RunDefaults {
+    pub deadline: Duration,
+    pub retries: u32,
+}
+
+pub struct Dispatcher {
+    executions: ExecutionStore,
+    secrets: SecretStore,
+    executor: Arc<dyn Executor>,
+    watcher: Addr<Watcher>,
+    fanout: Addr<LogFanout>,
+    defaults: RunDefaults,
+}
+
+impl Dispatcher {
+    pub fn new(
+        executions: ExecutionStore,
+        secrets: SecretStore,
+        executor: Arc<dyn Executor>,
+        watcher: Addr<Watcher>,
+        fanout: Addr<LogFanout>,
+        defaults: RunDefaults,
+    ) -> Self {
+        Self {
+            executions,
+            secrets,
+            executor,
+            watcher,
+            fanout,
+            defaults,
+        }
+    }
+}
+
+impl Actor for Dispatcher {
+    type Context = Context<Self>;
+}
+
+impl Supervised for Dispatcher {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("Dispatcher restarting");
+    }
+}
+
+/// Why a run cannot start, in words for its user; `None` when it can.
+async fn unmet_requirement(
+    proc: &ProcMetadata,
+    executor: &dyn Executor,
+    secrets: &SecretStore,
+) -> Result<BTreeMap<String, crate::config::Sensitive<String>>, String> {
+    if executor.needs_command() && proc.command.is_none() {
+        return Err(format!(
+            "the {} executor runs a proc's command, and proc {} has none: add \"command\": [\"program\", \"arg\", ...] to its metadata",
+            executor.kind(),
+            proc.name
+        ));
+    }
+    let values = secrets
+        .reveal(&proc.name)
+        .await
+        .map_err(|e| format!("the secrets of proc {} cannot be read: {e}", proc.name))?;
+    let missing: Vec<&str> = proc
+        .env_vars
+        .secrets
+        .iter()
+        .map(|s| s.name.as_str())
+        .filter(|name| !values.contains_key(*name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "proc {} needs secret(s) {} which are not set: set them with POST /jobs/secrets",
+            proc.name,
+            missing.join(", ")
+        ));
+    }
+    Ok(values)
+}
+
+/// Writes RECEIVED, checks the requirements, opens the log stream and launches; answers
+/// once the executor has accepted (CREATED) or the run has been refused.
+impl Handler<Execute> for Dispatcher {
+    type Result = ResponseFuture<Result<Execution, DispatchError>>;
+
+    fn handle(&mut self, msg: Execute, _: &mut Context<Self>) -> Self::Result {
+        let executions = self.executions.clone();
+        let secrets = self.secrets.clone();
+        let executor = self.executor.clone();
+        let watcher = self.watcher.clone();
+        let fanout = self.fanout.clone();
+        let defaults = self.defaults.clone();
+        Box::pin(async move {
+            let name = ExecutionName::generate(&msg.proc.name);
+            let received = executions
+                .insert(NewExecution {
+                    name: name.clone(),
+                    proc_name: msg.proc.name.to_string(),
+                    image: msg.proc.image_name.clone(),
+                    args: msg.args.clone(),
+                    executor: executor.kind().to_owned(),
+                    user_email: msg.user_email,
+                    schedule_id: msg.schedule_id,
+                    callback_url: msg.callback_url,
+                })
+                .await?;
+            let settle = |status, reason: String| Apply {
+                execution: name.clone(),
+                status: Some(status),
+                change: Transition {
+                    reason: Some(reason),
+                    ..Default::default()
+                },
+            };
+            let secrets = match unmet_requirement(&msg.proc, executor.as_ref(), &secrets).await {
+                Ok(secrets) => secrets,
+                Err(reason) => {
+                    let written = watcher
+                        .send(settle(Status::RequirementNotMet, reason))
+                        .await??;
+                    return Ok(written.unwrap_or(received));
+                }
+            };
+            fanout
+                .send(Open {
+                    execution: name.clone(),
+                    execution_id: received.id.clone(),
+                    next_seq: 1,
+                })
+                .await?;
+            let spec = RunSpec {
+                execution: name.clone(),
+                proc_name: msg.proc.name.clone(),
+                image: msg.proc.image_name.clone(),
+                command: msg.proc.command.clone(),
+                args: msg.args,
+                secrets,
+                deadline: msg
+                    .proc
+                    .active_deadline_seconds
+                    .map_or(defaults.deadline, Duration::from_secs),
+                retries: defaults.retries,
+            };
+            let applied = match executor.launch(spec).await {
+                Ok(()) => {
+                    watcher
+                        .send(Apply {
+                            execution: name.clone(),
+                            status: Some(Status::Created),
+                            change: Transition::default(),
+                        })
+                        .await??
+                }
+                Err(e) => {
+                    fanout.do_send(UpstreamGone {
+                        execution: name.clone(),
+                    });
+                    watcher
+                        .send(settle(Status::CreationFailed, e.to_string()))
+                        .await??
+                }
+            };
+            match applied {
+                Some(execution) => Ok(execution),
+                // Already further along (the run started before CREATED was written).
+                None => Ok(executions.get(name.as_str()).await?.unwrap_or(received)),
+            }
+        })
+    }
+}
+
+/// Stops the run (the executor kills it) and writes CANCELLED; idempotent.
+impl Handler<Cancel> for Dispatcher {
+    type Result = ResponseFuture<Result<Execution, DispatchError>>;
+
+    fn handle(&mut self, msg: Cancel, _: &mut Context<Self>) -> Self::Result {
+        let executions = self.executions.clone();
+        let executor = self.executor.clone();
+        let watcher = self.watcher.clone();
+        let fanout = self.fanout.clone();
+        Box::pin(async move {
+            let name = msg.execution;
+            let ended = |execution: Execution| match execution.status {
+                Status::Cancelled => Ok(execution),
+                status => Err(DispatchError::AlreadyEnded {
+                    name: name.clone(),
+                    status,
+                }),
+            };
+            let Some(execution) = executions.get(name.as_str()).await? else {
+                return Err(DispatchError::NotFound(name));
+            };
+            if execution.status.is_final() {
+                return ended(execution);
+            }
+            let reason = format!("cancelled by {}", msg.by);
+            let known = executor
+                .cancel(&name, &reason)
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?;
+            if !known {
+                fanout.do_send(UpstreamGone {
+                    execution: name.clone(),
+                });
+            }
+            let written = watcher
+                .send(Apply {
+                    execution: name.clone(),
+                    status: Some(Status::Cancelled),
+                    change: Transition {
+                        reason: Some(reason),
+                        ..Default::default()
+                    },
+                })
+                .await??;
+            match written {
+                Some(execution) => Ok(execution),
+                None => match executions.get(name.as_str()).await? {
+                    Some(execution) if execution.status.is_final() => ended(execution),
+                    Some(execution) => Ok(execution),
+                    None => Err(DispatchError::NotFound(name)),
+                },
+            }
+        })
+    }
+}

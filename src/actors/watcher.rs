@@ -1,0 +1,258 @@
+//! The Watcher applies what happens to executions — the executor's events and the
+//! Dispatcher's own verdicts — to the store, forward only, and announces each final
+//! status once it is written: to the LogFanout (ending the stream) and to the
+//! execution's callback URL.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use backon::{ExponentialBuilder, Retryable as _};
+
+use super::log_fanout::{Finished, LogFanout, Open};
+use crate::executor::{Executor, RunEvent};
+use crate::model::{ExecutionName, Status};
+use crate::store::{Execution, ExecutionStore, LogStore, StoreError, Transition};
+
+/// A change to apply: a status step (or only an attempt count when `status` is `None`).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Option<Execution>, StoreError>")]
+pub struct Apply {
+    pub execution: ExecutionName,
+    pub status: Option<Status>,
+    pub change: Transition,
+}
+
+impl From<RunEvent> for Apply {
+    fn from(event: RunEvent) -> Self {
+        let status = event.status();
+        let (change, execution) = match event {
+            RunEvent::Running { execution, attempt } => (
+                Transition {
+                    attempts: Some(attempt as i32),
+                    ..Default::default()
+                },
+                execution,
+            ),
+            RunEvent::AttemptFailed {
+                execution,
+                attempt,
+                exit_code,
+                reason,
+            } => {
+                tracing::info!(%execution, attempt, ?exit_code, %reason, "attempt failed; retrying");
+                (
+                    Transition {
+                        attempts: Some(attempt as i32),
+                        ..Default::default()
+                    },
+                    execution,
+                )
+            }
+            RunEvent::Succeeded {
+                execution,
+                attempts,
+            } => (
+                Transition {
+                    exit_code: Some(0),
+                    attempts: Some(attempts as i32),
+                    ..Default::default()
+                },
+                execution,
+            ),
+            RunEvent::Failed {
+                execution,
+                exit_code,
+                reason,
+                attempts,
+            } => (
+                Transition {
+                    reason: Some(reason),
+                    exit_code,
+                    attempts: (attempts > 0).then_some(attempts as i32),
+                },
+                execution,
+            ),
+            RunEvent::TimedOut {
+                execution,
+                reason,
+                attempts,
+            } => (
+                Transition {
+                    reason: Some(reason),
+                    attempts: Some(attempts as i32),
+                    ..Default::default()
+                },
+                execution,
+            ),
+            RunEvent::Cancelled { execution, reason } => (
+                Transition {
+                    reason: Some(reason),
+                    ..Default::default()
+                },
+                execution,
+            ),
+        };
+        Apply {
+            execution,
+            status,
+            change,
+        }
+    }
+}
+
+/// At start-up: settle or re-attach every execution a previous proctord left unfinished.
+#[derive(Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct Reconcile;
+
+pub struct Watcher {
+    executions: ExecutionStore,
+    logs: LogStore,
+    executor: std::sync::Arc<dyn Executor>,
+    fanout: Addr<LogFanout>,
+    http: reqwest::Client,
+}
+
+impl Watcher {
+    pub fn new(
+        executions: ExecutionStore,
+        logs: LogStore,
+        executor: std::sync::Arc<dyn Executor>,
+        fanout: Addr<LogFanout>,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("a client with a timeout builds");
+        Self {
+            executions,
+            logs,
+            executor,
+            fanout,
+            http,
+        }
+    }
+}
+
+impl Actor for Watcher {
+    type Context = Context<Self>;
+}
+
+impl Supervised for Watcher {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("Watcher restarting");
+    }
+}
+
+/// Writes the change; a final status is announced only after it is written, and only
+/// by the write that made it.
+impl Handler<Apply> for Watcher {
+    type Result = ResponseFuture<Result<Option<Execution>, StoreError>>;
+
+    fn handle(&mut self, msg: Apply, _: &mut Context<Self>) -> Self::Result {
+        Box::pin(apply(self.announcer(), msg))
+    }
+}
+
+/// What applying a change needs, cloned out of the actor.
+#[derive(Clone)]
+struct Announcer {
+    executions: ExecutionStore,
+    fanout: Addr<LogFanout>,
+    http: reqwest::Client,
+}
+
+impl Watcher {
+    fn announcer(&self) -> Announcer {
+        Announcer {
+            executions: self.executions.clone(),
+            fanout: self.fanout.clone(),
+            http: self.http.clone(),
+        }
+    }
+}
+
+async fn apply(to: Announcer, msg: Apply) -> Result<Option<Execution>, StoreError> {
+    let name = msg.execution.as_str();
+    let Some(status) = msg.status else {
+        if let Some(attempts) = msg.change.attempts {
+            to.executions.set_attempts(name, attempts).await?;
+        }
+        return Ok(None);
+    };
+    let written = to.executions.transition(name, status, msg.change).await?;
+    if let Some(execution) = &written {
+        tracing::info!(execution = name, %status, reason = execution.reason.as_deref().unwrap_or(""), "status written");
+        if status.is_final() {
+            to.fanout.do_send(Finished {
+                execution: msg.execution.clone(),
+                status,
+            });
+            if let Some(url) = execution.callback_url.clone() {
+                actix::spawn(call_back(to.http, url, msg.execution.clone(), status));
+            }
+        }
+    }
+    Ok(written)
+}
+
+/// POSTs `{"name", "status"}` to the callback URL, retrying with backoff.
+async fn call_back(http: reqwest::Client, url: String, execution: ExecutionName, status: Status) {
+    let body = serde_json::json!({"name": execution, "status": status});
+    let post = || async {
+        http.post(&url)
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()
+            .map(drop)
+    };
+    let retry = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(10))
+        .with_max_times(5);
+    match post.retry(retry).await {
+        Ok(()) => tracing::info!(%execution, "callback delivered"),
+        Err(e) => {
+            tracing::warn!(%execution, error = %e.without_url(), "callback failed after retries")
+        }
+    }
+}
+
+/// Asks the executor about each unfinished execution; applies what it settles and
+/// re-opens the log streams of the ones it re-attached.
+impl Handler<Reconcile> for Watcher {
+    type Result = ResponseFuture<Result<usize, StoreError>>;
+
+    fn handle(&mut self, _: Reconcile, _: &mut Context<Self>) -> Self::Result {
+        let logs = self.logs.clone();
+        let executor = self.executor.clone();
+        let to = self.announcer();
+        Box::pin(async move {
+            let unfinished = to.executions.unfinished().await?;
+            let names: Vec<ExecutionName> = unfinished
+                .iter()
+                .filter_map(|e| ExecutionName::parse(&e.name).ok())
+                .collect();
+            let events = executor.reconcile(&names).await;
+            for execution in &unfinished {
+                let settled = events.iter().any(|e| {
+                    e.execution().as_str() == execution.name
+                        && e.status().is_some_and(Status::is_final)
+                });
+                if !settled && let Ok(name) = ExecutionName::parse(&execution.name) {
+                    let next_seq = logs.last_seq(&execution.id).await? + 1;
+                    to.fanout.do_send(Open {
+                        execution: name,
+                        execution_id: execution.id.clone(),
+                        next_seq,
+                    });
+                }
+            }
+            for event in events {
+                apply(to.clone(), Apply::from(event)).await?;
+            }
+            Ok(unfinished.len())
+        })
+    }
+}

@@ -1,0 +1,318 @@
+//! Executions: `POST /jobs/execute` and `GET /jobs/execute/{name}/status` (the
+//! original's contract), and the `/api/v1/executions` additions: list, describe,
+//! stored logs, cancel.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, NaiveDateTime};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiState;
+use super::auth::Caller;
+use super::procs::find_usable;
+use crate::actors::{Cancel, DispatchError, Execute};
+use crate::error::{ApiError, ErrorKind};
+use crate::model::{ExecutionName, Status};
+use crate::store::{Execution, ExecutionFilter};
+
+const MAX_ARG_BYTES: usize = 32 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct ExecuteRequest {
+    pub name: String,
+    #[serde(default)]
+    pub args: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub callback_url: Option<String>,
+}
+
+impl From<DispatchError> for ApiError {
+    fn from(e: DispatchError) -> Self {
+        match e {
+            DispatchError::Store(e) => e.into(),
+            DispatchError::NotFound(name) => {
+                ApiError::not_found(format!("no execution named {name}"))
+            }
+            DispatchError::AlreadyEnded { name, status } => ApiError::new(
+                ErrorKind::Conflict,
+                format!("execution {name} already ended {status}"),
+            )
+            .with_detail(json!({"status": status})),
+            e @ DispatchError::Mailbox(_) => ApiError::new(
+                ErrorKind::ServiceUnavailable,
+                "the dispatcher is unavailable; try again shortly",
+            )
+            .with_cause(e),
+        }
+    }
+}
+
+/// Checks the given args against the proc's declared ones: 400 naming the unknown and
+/// the missing.
+fn check_args(declared: &[String], given: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let declared: BTreeSet<&str> = declared.iter().map(String::as_str).collect();
+    let unknown: Vec<&str> = given
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !declared.contains(k))
+        .collect();
+    let missing: Vec<&str> = declared
+        .iter()
+        .copied()
+        .filter(|k| !given.contains_key(*k))
+        .collect();
+    if !unknown.is_empty() || !missing.is_empty() {
+        let mut parts = Vec::new();
+        if !unknown.is_empty() {
+            parts.push(format!("unknown args: {}", unknown.join(", ")));
+        }
+        if !missing.is_empty() {
+            parts.push(format!("missing args: {}", missing.join(", ")));
+        }
+        return Err(ApiError::bad_request(parts.join("; "))
+            .with_detail(json!({"unknown": unknown, "missing": missing})));
+    }
+    for (name, value) in given {
+        if value.len() > MAX_ARG_BYTES || value.contains('\0') {
+            return Err(ApiError::bad_request(format!(
+                "arg {name} must be at most {MAX_ARG_BYTES} bytes, without NUL characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_callback(url: &str) -> Result<(), ApiError> {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
+        _ => Err(ApiError::bad_request(format!(
+            "callback_url {:?} is not an http(s) URL",
+            crate::model::ids::truncate(url, 100)
+        ))),
+    }
+}
+
+/// `POST /jobs/execute`: 201 `{"name": "<execution name>", "status": ...}`.
+pub async fn execute(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    body: web::Json<ExecuteRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner();
+    let proc = find_usable(&state, &caller, &request.name).await?;
+    let args = request.args.unwrap_or_default();
+    let declared: Vec<String> = proc
+        .env_vars
+        .args
+        .iter()
+        .map(|a| a.name.to_string())
+        .collect();
+    check_args(&declared, &args)?;
+    if let Some(url) = &request.callback_url {
+        check_callback(url)?;
+    }
+    let execution = state
+        .actors
+        .dispatcher
+        .send(Execute {
+            proc,
+            args,
+            user_email: caller.email.clone(),
+            callback_url: request.callback_url,
+            schedule_id: None,
+        })
+        .await
+        .map_err(DispatchError::from)??;
+    tracing::info!(execution = %execution.name, proc = %execution.proc_name, by = %caller.email, status = %execution.status, "execution submitted");
+    Ok(HttpResponse::Created().json(json!({"name": execution.name, "status": execution.status})))
+}
+
+/// Loads an execution the caller may see: 400 bad name, 404 unknown, 403 not allowed.
+pub async fn find_visible(
+    state: &ApiState,
+    caller: &Caller,
+    name: &str,
+) -> Result<Execution, ApiError> {
+    let name = ExecutionName::parse(name).map_err(ApiError::bad_request)?;
+    let execution = state
+        .stores
+        .executions
+        .get(name.as_str())
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no execution named {name}")))?;
+    if caller.is_admin || caller.email == execution.user_email {
+        return Ok(execution);
+    }
+    let proc = match crate::model::ProcName::parse(&execution.proc_name) {
+        Ok(proc) => state.stores.procs.get(&proc).await?,
+        Err(_) => None,
+    };
+    match proc {
+        Some(proc) if caller.may_use(&proc) => Ok(execution),
+        _ => Err(ApiError::forbidden(format!(
+            "{} may not see execution {name} of proc {}",
+            caller.email, execution.proc_name
+        ))),
+    }
+}
+
+/// `GET /jobs/execute/{name}/status`: the status as plain text.
+pub async fn get_status(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let execution = find_visible(&state, &caller, &name).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .body(execution.status.as_str()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    pub proc: Option<String>,
+    pub status: Option<String>,
+    pub user: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+}
+
+fn parse_time(field: &str, text: &Option<String>) -> Result<Option<NaiveDateTime>, ApiError> {
+    text.as_deref()
+        .map(|t| {
+            DateTime::parse_from_rfc3339(t)
+                .map(|t| t.naive_utc())
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "{field} must be an RFC 3339 time such as 2026-11-25T08:00:00Z"
+                    ))
+                })
+        })
+        .transpose()
+}
+
+/// `GET /api/v1/executions`: newest first, filtered, paginated.
+pub async fn list(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let offset = query.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(ApiError::bad_request("offset must not be negative"));
+    }
+    let status: Option<Status> = query
+        .status
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let visible_to = if caller.is_admin {
+        None
+    } else {
+        let usable = state
+            .stores
+            .procs
+            .list()
+            .await?
+            .into_iter()
+            .filter(|p| caller.may_use(p))
+            .map(|p| p.name.to_string())
+            .collect();
+        Some((usable, caller.email.clone()))
+    };
+    let executions = state
+        .stores
+        .executions
+        .list(ExecutionFilter {
+            proc_names: query.proc.map(|p| vec![p]),
+            status,
+            user_email: query.user.map(|u| u.to_ascii_lowercase()),
+            since: parse_time("since", &query.since)?,
+            until: parse_time("until", &query.until)?,
+            visible_to,
+            limit: limit + 1,
+            offset,
+        })
+        .await?;
+    let more = executions.len() as i64 > limit;
+    let page: Vec<&Execution> = executions.iter().take(limit as usize).collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "executions": page,
+        "next_offset": more.then_some(offset + limit),
+    })))
+}
+
+/// `GET /api/v1/executions/{name}`.
+pub async fn describe(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let execution = find_visible(&state, &caller, &name).await?;
+    Ok(HttpResponse::Ok().json(execution))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    pub since_seq: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// `GET /api/v1/executions/{name}/logs`: stored lines after `since_seq` as text; the
+/// `Proctor-Last-Seq` header says where to continue.
+pub async fn stored_logs(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+    query: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let execution = find_visible(&state, &caller, &name).await?;
+    let after = query.since_seq.unwrap_or(0);
+    let limit = query.limit.unwrap_or(10_000);
+    if !(1..=100_000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 100000"));
+    }
+    let lines = state.stores.logs.read(&execution.id, after, limit).await?;
+    let last = lines.last().map_or(after, |l| l.seq);
+    let mut body = String::with_capacity(lines.iter().map(|l| l.line.len() + 1).sum());
+    for line in &lines {
+        body.push_str(&line.line);
+        body.push('\n');
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header(("Proctor-Last-Seq", last.to_string()))
+        .insert_header(("Proctor-Status", execution.status.as_str()))
+        .body(body))
+}
+
+/// `POST /api/v1/executions/{name}/cancel`: 200 with the execution once it is
+/// CANCELLED (again on a repeat); 409 when it had already ended otherwise.
+pub async fn cancel(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let execution = find_visible(&state, &caller, &name).await?;
+    let name = ExecutionName::parse(&execution.name).map_err(ApiError::bad_request)?;
+    let execution = state
+        .actors
+        .dispatcher
+        .send(Cancel {
+            execution: name,
+            by: caller.email.clone(),
+        })
+        .await
+        .map_err(DispatchError::from)??;
+    Ok(HttpResponse::Ok().json(execution))
+}

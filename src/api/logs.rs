@@ -1,0 +1,226 @@
+//! `GET /jobs/logs?job_name=NAME`: a websocket that sends one text frame per log line,
+//! in order, then a normal close frame whose reason is the final status.
+//!
+//! The session reads the stored lines first, then subscribes to the LogFanout from the
+//! last line it has, so a client joining at any moment gets every line once. Its
+//! mailbox is small: a client that stops reading stops the session, the LogFanout
+//! finds the mailbox full, and the client is dropped without slowing anyone else.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web_actors::ws;
+use serde::Deserialize;
+
+use super::ApiState;
+use super::auth::Caller;
+use super::executions::find_visible;
+use crate::actors::LogFanout;
+use crate::actors::log_fanout::{Subscribe, SubscribeReply, ToSubscriber, Unsubscribe};
+use crate::error::ApiError;
+use crate::model::{ExecutionName, Status};
+use crate::store::{ExecutionStore, LogStore};
+
+/// Lines read from the store per query while catching up.
+const PAGE: i64 = 1_000;
+/// Batches waiting in a session's mailbox before the LogFanout counts it as slow.
+const MAILBOX: usize = 16;
+/// How often a session with no live stream here looks for new lines in the store
+/// (an execution streamed by another replica).
+const STORE_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Deserialize)]
+pub struct LogsQuery {
+    pub job_name: String,
+}
+
+/// Upgrades to the log websocket after the same checks as any read of the execution.
+pub async fn stream(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<ApiState>,
+    caller: Caller,
+    query: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let execution = find_visible(&state, &caller, query.job_name.trim()).await?;
+    let name = ExecutionName::parse(&execution.name).map_err(ApiError::bad_request)?;
+    let session = LogSession {
+        execution: name,
+        execution_id: execution.id,
+        last_seq: 0,
+        subscription: None,
+        fanout: state.actors.fanout.clone(),
+        logs: state.stores.logs.clone(),
+        executions: state.stores.executions.clone(),
+    };
+    ws::start(session, &req, payload)
+        .map_err(|e| ApiError::bad_request(format!("this URL speaks websocket only: {e}")))
+}
+
+pub struct LogSession {
+    execution: ExecutionName,
+    execution_id: String,
+    /// The seq of the last line written to the client.
+    last_seq: i64,
+    subscription: Option<u64>,
+    fanout: Addr<LogFanout>,
+    logs: LogStore,
+    executions: ExecutionStore,
+}
+
+/// What to do once the store has no more lines.
+#[derive(Clone, Copy)]
+enum Then {
+    Subscribe,
+    FinishOrPoll,
+}
+
+impl LogSession {
+    /// Writes stored lines after `last_seq`, a page at a time, then does `then`.
+    fn catch_up(&mut self, then: Then, ctx: &mut ws::WebsocketContext<Self>) {
+        let read = {
+            let logs = self.logs.clone();
+            let id = self.execution_id.clone();
+            let after = self.last_seq;
+            async move { logs.read(&id, after, PAGE).await }
+        };
+        ctx.wait(
+            read.into_actor(self)
+                .map(move |result, act, ctx| match result {
+                    Ok(lines) => {
+                        let full = lines.len() as i64 == PAGE;
+                        for line in lines {
+                            ctx.text(line.line);
+                            act.last_seq = line.seq;
+                        }
+                        match (full, then) {
+                            (true, _) => act.catch_up(then, ctx),
+                            (false, Then::Subscribe) => act.subscribe(ctx),
+                            (false, Then::FinishOrPoll) => act.finish_or_poll(ctx),
+                        }
+                    }
+                    Err(e) => act.fail(&format!("cannot read the stored log: {e}"), ctx),
+                }),
+        );
+    }
+
+    fn subscribe(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let request = self.fanout.send(Subscribe {
+            execution: self.execution.clone(),
+            after: self.last_seq,
+            subscriber: ctx.address().recipient(),
+        });
+        ctx.wait(request.into_actor(self).map(|reply, act, ctx| match reply {
+            Ok(SubscribeReply::Live { id, lines }) => {
+                act.subscription = Some(id);
+                act.write(&lines, ctx);
+            }
+            Ok(SubscribeReply::CatchUp) => act.catch_up(Then::Subscribe, ctx),
+            Ok(SubscribeReply::NotLive) => act.catch_up(Then::FinishOrPoll, ctx),
+            Err(e) => act.fail(&format!("the log stream is unavailable: {e}"), ctx),
+        }));
+    }
+
+    /// Not streamed here: close once the stored status is final, else look again soon.
+    fn finish_or_poll(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        let executions = self.executions.clone();
+        let name = self.execution.clone();
+        let status = async move { executions.get(name.as_str()).await };
+        ctx.wait(
+            status
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok(Some(execution)) if execution.status.is_final() => {
+                        act.end(execution.status, ctx);
+                    }
+                    Ok(Some(_)) => {
+                        ctx.run_later(STORE_POLL, |act, ctx| act.catch_up(Then::FinishOrPoll, ctx));
+                    }
+                    Ok(None) => act.fail("the execution no longer exists", ctx),
+                    Err(e) => act.fail(&format!("cannot read the execution: {e}"), ctx),
+                }),
+        );
+    }
+
+    fn write(
+        &mut self,
+        lines: &[crate::actors::log_fanout::LogLine],
+        ctx: &mut ws::WebsocketContext<Self>,
+    ) {
+        for line in lines {
+            if line.seq > self.last_seq {
+                ctx.text(line.text.as_str());
+                self.last_seq = line.seq;
+            }
+        }
+    }
+
+    fn end(&mut self, status: Status, ctx: &mut ws::WebsocketContext<Self>) {
+        self.close(ws::CloseCode::Normal, status.as_str(), ctx);
+    }
+
+    fn fail(&mut self, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        tracing::warn!(execution = %self.execution, reason, "closing a log stream");
+        self.close(ws::CloseCode::Error, reason, ctx);
+    }
+
+    fn close(&mut self, code: ws::CloseCode, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
+        self.subscription = None;
+        ctx.close(Some(ws::CloseReason {
+            code,
+            description: Some(reason.to_owned()),
+        }));
+        ctx.stop();
+    }
+}
+
+impl Actor for LogSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX);
+        self.catch_up(Then::Subscribe, ctx);
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if let Some(id) = self.subscription.take() {
+            self.fanout.do_send(Unsubscribe {
+                execution: self.execution.clone(),
+                id,
+            });
+        }
+        Running::Stop
+    }
+}
+
+/// Lines and the end of the stream from the LogFanout.
+impl Handler<ToSubscriber> for LogSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToSubscriber, ctx: &mut Self::Context) {
+        match msg {
+            ToSubscriber::Lines(lines) => self.write(&lines, ctx),
+            ToSubscriber::Ended { status } => self.end(status, ctx),
+            ToSubscriber::Overflowed => self.close(
+                ws::CloseCode::Policy,
+                &format!(
+                    "this client fell more than {} lines behind; reconnect to resume",
+                    crate::actors::log_fanout::SUBSCRIBER_BACKLOG_LINES
+                ),
+                ctx,
+            ),
+        }
+    }
+}
+
+/// The client's frames: answers pings, stops on close; a log stream ignores the rest.
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for LogSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        match msg {
+            Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),
+            Ok(ws::Message::Close(_)) | Err(_) => ctx.stop(),
+            Ok(_) => {}
+        }
+    }
+}
