@@ -82,6 +82,7 @@ pub struct Caller {
 }
 
 pub struct TestApp {
+    pub settings: Settings,
     pub address: String,
     pub backend: Backend,
     pub client: reqwest::Client,
@@ -172,7 +173,9 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
             .await
             .expect("migrate the test database");
     }
-    let app = Application::build(settings).await.expect("the app starts");
+    let app = Application::build(settings.clone())
+        .await
+        .expect("the app starts");
     let stores = app.stores().clone();
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
@@ -181,6 +184,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
     let member = add_user(&stores, "member@example.com", &["ops"], false).await;
     let outsider = add_user(&stores, "outsider@example.com", &["dev"], false).await;
     TestApp {
+        settings,
         address,
         backend,
         client: reqwest::Client::builder()
@@ -208,17 +212,44 @@ pub async fn add_user(stores: &Stores, email: &str, groups: &[&str], admin: bool
     }
 }
 
-/// Installs the crypto provider (and, with TEST_LOG set, logging) once per process.
+/// Everything proctord logged in this test process (at debug level), so tests can
+/// prove what never appears in a log line.
+static CAPTURED_LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+pub fn captured_logs() -> String {
+    String::from_utf8_lossy(&CAPTURED_LOGS.lock().unwrap()).into_owned()
+}
+
+#[derive(Clone, Copy)]
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURED_LOGS.lock().unwrap().extend_from_slice(buf);
+        if std::env::var("TEST_LOG").is_ok() {
+            std::io::stderr().write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Installs the crypto provider and the capturing log subscriber, once per process.
 fn init_test_process() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         rustls::crypto::ring::default_provider()
             .install_default()
             .ok();
-        if std::env::var("TEST_LOG").is_ok() {
-            let settings = Settings::from_overrides([("log_level", "debug")]).unwrap();
-            proctor::telemetry::init_tracing(&settings);
-        }
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("proctor=debug,tracing_actix_web=info,warn")
+            .with_ansi(false)
+            .with_writer(|| Capture)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).ok();
     });
 }
 
@@ -294,6 +325,144 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn execute(&self, body: &Value, who: &Caller) -> Response {
+        self.request(Method::POST, "/jobs/execute", Some(who))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Runs `proc` with `args` as the admin; returns the execution name.
+    pub async fn run(&self, proc: &str, args: Value) -> String {
+        let response = self
+            .execute(
+                &serde_json::json!({"name": proc, "args": args}),
+                &self.admin,
+            )
+            .await;
+        let body = json_body(response, 201).await;
+        body["name"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn status(&self, name: &str, who: &Caller) -> Response {
+        self.request(
+            Method::GET,
+            &format!("/jobs/execute/{name}/status"),
+            Some(who),
+        )
+        .send()
+        .await
+        .unwrap()
+    }
+
+    pub async fn execution(&self, name: &str) -> Value {
+        let response = self
+            .request(
+                Method::GET,
+                &format!("/api/v1/executions/{name}"),
+                Some(&self.admin),
+            )
+            .send()
+            .await
+            .unwrap();
+        json_body(response, 200).await
+    }
+
+    pub async fn cancel(&self, name: &str, who: &Caller) -> Response {
+        self.request(
+            Method::POST,
+            &format!("/api/v1/executions/{name}/cancel"),
+            Some(who),
+        )
+        .send()
+        .await
+        .unwrap()
+    }
+
+    /// Every stored line, read page by page with `since_seq`.
+    pub async fn stored_logs(&self, name: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut since = 0;
+        loop {
+            let path = format!("/api/v1/executions/{name}/logs?since_seq={since}&limit=50000");
+            let response = self
+                .request(Method::GET, &path, Some(&self.admin))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            let last: i64 = response.headers()["Proctor-Last-Seq"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            let text = response.text().await.unwrap();
+            let page: Vec<String> = text.lines().map(str::to_owned).collect();
+            assert_eq!(
+                last - since,
+                page.len() as i64,
+                "Proctor-Last-Seq follows the page"
+            );
+            let done = page.len() < 50_000;
+            lines.extend(page);
+            since = last;
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    /// Polls until the execution reaches a final status (or `wait` passes); returns it.
+    pub async fn wait_until_final(&self, name: &str, wait: Duration) -> Value {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let execution = self.execution(name).await;
+            let status = execution["status"].as_str().unwrap().to_owned();
+            let running = ["RECEIVED", "CREATED", "RUNNING"].contains(&status.as_str());
+            if !running || std::time::Instant::now() > deadline {
+                return execution;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Polls until the execution has `status`; panics after `wait`.
+    pub async fn wait_for_status(&self, name: &str, status: &str, wait: Duration) -> Value {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let execution = self.execution(name).await;
+            if execution["status"] == status {
+                return execution;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never reached {status}: {execution}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens the log websocket as `who`.
+    pub async fn logs_socket(&self, name: &str, who: &Caller) -> LogSocket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+        let url = format!(
+            "{}/jobs/logs?job_name={name}",
+            self.address.replacen("http", "ws", 1)
+        );
+        let mut request = url.into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Email-Id", who.email.parse().unwrap());
+        request
+            .headers_mut()
+            .insert("Access-Token", who.token.parse().unwrap());
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket opens");
+        LogSocket(socket)
+    }
+
     pub async fn remove_secrets(&self, name: &str, who: &Caller) -> Response {
         self.request(Method::DELETE, &format!("/jobs/secrets/{name}"), Some(who))
             .send()
@@ -356,4 +525,68 @@ pub async fn error_message(response: Response, status: u16) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no error message in {body}"))
         .to_owned()
+}
+
+pub struct LogSocket(
+    pub tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+);
+
+/// What a log websocket delivered: its lines, then how it closed.
+#[derive(Debug)]
+pub struct Transcript {
+    pub lines: Vec<String>,
+    pub close_code: Option<u16>,
+    pub close_reason: String,
+}
+
+impl LogSocket {
+    /// Reads until the server closes the socket (or `wait` passes).
+    pub async fn read_to_end(mut self, wait: Duration) -> Transcript {
+        use futures_util::StreamExt as _;
+        use tokio_tungstenite::tungstenite::Message;
+        let mut transcript = Transcript {
+            lines: Vec::new(),
+            close_code: None,
+            close_reason: String::new(),
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.0.next()).await;
+            match next {
+                Ok(Some(Ok(Message::Text(text)))) => transcript.lines.push(text.to_string()),
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    if let Some(frame) = frame {
+                        transcript.close_code = Some(u16::from(frame.code));
+                        transcript.close_reason = frame.reason.to_string();
+                    }
+                    return transcript;
+                }
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(_)) | None) | Err(_) => return transcript,
+            }
+        }
+    }
+}
+
+/// `n` lines `line 1` .. `line n`.
+pub fn numbered(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("line {i}")).collect()
+}
+
+/// Registers a proc whose `command` is `sh -c script`, with `args` declared.
+pub async fn register_script(app: &TestApp, name: &str, script: &str, args: &[&str], extra: Value) {
+    let mut proc = serde_json::json!({
+        "name": name,
+        "description": "a test script",
+        "image_name": "alpine:3",
+        "env_vars": {
+            "args": args.iter().map(|a| serde_json::json!({"name": a})).collect::<Vec<_>>(),
+            "secrets": []
+        },
+        "command": ["sh", "-c", script]
+    });
+    if let (Some(proc), Value::Object(extra)) = (proc.as_object_mut(), extra) {
+        proc.extend(extra);
+    }
+    json_body(app.register(&proc, &app.admin).await, 201).await;
 }

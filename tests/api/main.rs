@@ -3,8 +3,11 @@
 
 mod admin;
 mod auth;
+mod executions;
 mod health;
 mod helpers;
 mod hostile;
+mod lifecycle;
+mod logs;
 mod procs;
 mod secrets;

@@ -1,0 +1,167 @@
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::{Backend, backends, error_message, numbered, register_script, spawn_app};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[actix_web::test]
+async fn a_subscriber_gets_every_line_in_order_then_a_close_frame_with_the_status() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        register_script(
+            &app,
+            "talker",
+            "sleep 0.3; for i in $(seq 1 50); do echo line $i; done; exit 4",
+            &[],
+            json!({}),
+        )
+        .await;
+        let name = app.run("talker", json!({})).await;
+        let socket = app.logs_socket(&name, &app.admin).await;
+        let transcript = socket.read_to_end(WAIT).await;
+        assert_eq!(transcript.lines, numbered(50), "{backend:?}");
+        assert_eq!(
+            transcript.close_code,
+            Some(1000),
+            "{backend:?}: a normal close"
+        );
+        assert_eq!(transcript.close_reason, "FAILED", "{backend:?}");
+
+        // After the run: replayed from the store, same lines, same end.
+        let replay = app
+            .logs_socket(&name, &app.admin)
+            .await
+            .read_to_end(WAIT)
+            .await;
+        assert_eq!(replay.lines, numbered(50), "{backend:?}");
+        assert_eq!(replay.close_reason, "FAILED");
+    }
+}
+
+#[actix_web::test]
+async fn three_subscribers_joining_at_different_moments_each_get_the_whole_log() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let script = "for i in $(seq 1 400); do echo line $i; if [ $((i % 40)) = 0 ]; then sleep 0.1; fi; done";
+        register_script(&app, "steady", script, &[], json!({})).await;
+        let name = app.run("steady", json!({})).await;
+        let early = app.logs_socket(&name, &app.admin).await;
+        let early = actix_web::rt::spawn(early.read_to_end(WAIT));
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        let midway = app.logs_socket(&name, &app.member).await;
+        let midway = actix_web::rt::spawn(midway.read_to_end(WAIT));
+        app.wait_until_final(&name, WAIT).await;
+        let late = app
+            .logs_socket(&name, &app.admin)
+            .await
+            .read_to_end(WAIT)
+            .await;
+        let (early, midway) = (early.await.unwrap(), midway.await.unwrap());
+        for (who, transcript) in [("early", early), ("midway", midway), ("late", late)] {
+            assert_eq!(transcript.lines.len(), 400, "{backend:?} {who}");
+            assert_eq!(
+                transcript.lines,
+                numbered(400),
+                "{backend:?} {who}: in order, no gap, no duplicate"
+            );
+            assert_eq!(transcript.close_reason, "SUCCEEDED", "{backend:?} {who}");
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_subscriber_that_never_reads_is_dropped_without_stalling_the_others() {
+    let app = spawn_app(Backend::Embedded).await;
+    // 200,000 lines of 100 bytes: far more than socket buffers hold.
+    let script = "seq -f 'line %06g ..........................................................................................' 1 200000";
+    register_script(&app, "firehose", script, &[], json!({})).await;
+    let name = app.run("firehose", json!({})).await;
+    let stalled = app.logs_socket(&name, &app.admin).await;
+    let reader = app.logs_socket(&name, &app.admin).await;
+    let started = std::time::Instant::now();
+    let transcript = reader.read_to_end(Duration::from_secs(120)).await;
+    assert_eq!(
+        transcript.lines.len(),
+        200_000,
+        "the reading client got every line"
+    );
+    assert!(
+        transcript.lines[0].starts_with("line 000001 ")
+            && transcript.lines[199_999].starts_with("line 200000 ")
+    );
+    assert!(transcript.lines.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert_eq!(transcript.close_reason, "SUCCEEDED");
+    assert_eq!(app.execution(&name).await["status"], "SUCCEEDED");
+    eprintln!(
+        "200,000 lines streamed to a reader beside a stalled client in {:?}",
+        started.elapsed()
+    );
+
+    // The stalled client, read at last: some lines, then a close saying why.
+    let stalled = stalled.read_to_end(Duration::from_secs(30)).await;
+    assert!(
+        stalled.lines.len() < 200_000,
+        "it was dropped before the end"
+    );
+    assert_eq!(
+        stalled.close_code,
+        Some(1008),
+        "policy close: {:?}",
+        stalled.close_reason
+    );
+    assert!(
+        stalled
+            .close_reason
+            .contains("fell more than 10000 lines behind"),
+        "{}",
+        stalled.close_reason
+    );
+    assert_eq!(
+        app.stored_logs(&name).await.len(),
+        200_000,
+        "every line was stored"
+    );
+}
+
+#[actix_web::test]
+async fn the_log_socket_refuses_unknown_executions_and_plain_http() {
+    let app = spawn_app(Backend::Embedded).await;
+    let response = app
+        .request(
+            reqwest::Method::GET,
+            "/jobs/logs?job_name=nothing-here",
+            Some(&app.admin),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_message(response, 404).await,
+        "no execution named nothing-here"
+    );
+    let response = app
+        .request(reqwest::Method::GET, "/jobs/logs", Some(&app.admin))
+        .send()
+        .await
+        .unwrap();
+    let message = error_message(response, 400).await;
+    assert!(message.contains("job_name"), "{message}");
+    register_script(&app, "done", "echo hi", &[], json!({})).await;
+    let name = app.run("done", json!({})).await;
+    let response = app
+        .request(
+            reqwest::Method::GET,
+            &format!("/jobs/logs?job_name={name}"),
+            Some(&app.admin),
+        )
+        .send()
+        .await
+        .unwrap();
+    let message = error_message(response, 400).await;
+    assert!(
+        message.starts_with("this URL speaks websocket only"),
+        "{message}"
+    );
+}
