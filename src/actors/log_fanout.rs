@@ -78,6 +78,15 @@ pub struct Finished {
     pub status: Status,
 }
 
+/// Answers once every line of the execution is stored (its output ended, or never
+/// started here): the Watcher asks before writing a final status, so a final status
+/// always comes with the complete stored log.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain {
+    pub execution: ExecutionName,
+}
+
 /// Subscribes to the lines after `after`.
 #[derive(Message)]
 #[rtype(result = "SubscribeReply")]
@@ -147,6 +156,8 @@ struct Live {
     subscribers: Vec<Subscriber>,
     upstream_ended: bool,
     status: Option<Status>,
+    /// Who waits for the output to end and be stored.
+    drains: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Live {
@@ -216,6 +227,38 @@ impl LogFanout {
         }));
     }
 
+    /// The output ended: store what is buffered, release the drains, close if the
+    /// status is known.
+    fn upstream_ended(&mut self, execution: &ExecutionName, ctx: &mut Context<Self>) {
+        let Some(live) = self.live.get_mut(execution) else {
+            return;
+        };
+        if live.upstream_ended {
+            return;
+        }
+        live.upstream_ended = true;
+        self.flush(ctx);
+        let execution_name = execution.clone();
+        ctx.wait(fut::ready(()).map(move |(), act: &mut Self, _| {
+            if let Some(live) = act.live.get_mut(&execution_name) {
+                for drain in live.drains.drain(..) {
+                    let _ = drain.send(());
+                }
+            }
+        }));
+        self.close_if_done(execution, ctx);
+    }
+
+    /// Output that has not ended [`UPSTREAM_GRACE`] from now is taken as ended.
+    fn end_upstream_later(&mut self, execution: ExecutionName, ctx: &mut Context<Self>) {
+        ctx.run_later(UPSTREAM_GRACE, move |act, ctx| {
+            if act.live.get(&execution).is_some_and(|live| !live.upstream_ended) {
+                tracing::warn!(%execution, "output did not end within {UPSTREAM_GRACE:?}; closing its stream");
+                act.upstream_ended(&execution, ctx);
+            }
+        });
+    }
+
     /// Closes the execution's stream once its output has ended and its status is known.
     fn close_if_done(&mut self, execution: &ExecutionName, ctx: &mut Context<Self>) {
         let Some(live) = self.live.get(execution) else {
@@ -277,6 +320,7 @@ impl Handler<Open> for LogFanout {
             subscribers: Vec::new(),
             upstream_ended: false,
             status: None,
+            drains: Vec::new(),
         });
     }
 }
@@ -310,12 +354,7 @@ impl Handler<Incoming> for LogFanout {
                     self.flush(ctx);
                 }
             }
-            LogEvent::Ended { execution } => {
-                if let Some(live) = self.live.get_mut(&execution) {
-                    live.upstream_ended = true;
-                    self.close_if_done(&execution, ctx);
-                }
-            }
+            LogEvent::Ended { execution } => self.upstream_ended(&execution, ctx),
         }
     }
 }
@@ -325,10 +364,7 @@ impl Handler<UpstreamGone> for LogFanout {
     type Result = ();
 
     fn handle(&mut self, msg: UpstreamGone, ctx: &mut Context<Self>) {
-        if let Some(live) = self.live.get_mut(&msg.execution) {
-            live.upstream_ended = true;
-            self.close_if_done(&msg.execution, ctx);
-        }
+        self.upstream_ended(&msg.execution, ctx);
     }
 }
 
@@ -344,15 +380,35 @@ impl Handler<Finished> for LogFanout {
         live.status = Some(msg.status);
         if !live.upstream_ended {
             let execution = msg.execution.clone();
-            ctx.run_later(UPSTREAM_GRACE, move |act, ctx| {
-                if let Some(live) = act.live.get_mut(&execution) {
-                    tracing::warn!(%execution, "output did not end {UPSTREAM_GRACE:?} after the final status; closing");
-                    live.upstream_ended = true;
-                    act.close_if_done(&execution, ctx);
-                }
-            });
+            self.end_upstream_later(execution, ctx);
         }
         self.close_if_done(&msg.execution, ctx);
+    }
+}
+
+/// Answers once the execution's output has ended and is stored.
+impl Handler<Drain> for LogFanout {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
+        let (done, stored) = tokio::sync::oneshot::channel();
+        match self.live.get_mut(&msg.execution) {
+            None => return Box::pin(async {}),
+            Some(live) if live.upstream_ended => {
+                // Anything still buffered is written by the wait below first.
+                self.flush(ctx);
+                ctx.wait(fut::ready(()).map(move |(), _, _| {
+                    let _ = done.send(());
+                }));
+            }
+            Some(live) => {
+                live.drains.push(done);
+                self.end_upstream_later(msg.execution, ctx);
+            }
+        }
+        Box::pin(async move {
+            let _ = stored.await;
+        })
     }
 }
 

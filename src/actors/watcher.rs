@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use backon::{ExponentialBuilder, Retryable as _};
 
-use super::log_fanout::{Finished, LogFanout, Open};
+use super::log_fanout::{Drain, Finished, LogFanout, Open};
 use crate::executor::{Executor, RunEvent};
 use crate::model::{ExecutionName, Status};
 use crate::store::{Execution, ExecutionStore, LogStore, StoreError, Transition};
@@ -180,6 +180,15 @@ async fn apply(to: Announcer, msg: Apply) -> Result<Option<Execution>, StoreErro
         }
         return Ok(None);
     };
+    if status.is_final() {
+        // A final status comes with the complete stored log.
+        to.fanout
+            .send(Drain {
+                execution: msg.execution.clone(),
+            })
+            .await
+            .map_err(|e| StoreError::Task(format!("the LogFanout is unavailable: {e}")))?;
+    }
     let written = to.executions.transition(name, status, msg.change).await?;
     if let Some(execution) = &written {
         tracing::info!(execution = name, %status, reason = execution.reason.as_deref().unwrap_or(""), "status written");
