@@ -14,7 +14,7 @@ use crate::actors::{self, Actors, RunDefaults};
 use crate::api::{self, ApiState};
 use crate::config::{AuthMode, ExecutorKind, Settings};
 use crate::error;
-use crate::executor::{self, Executor, LocalExecutor};
+use crate::executor::{self, Executor, KubernetesExecutor, LocalExecutor};
 use crate::store::{KeySource, Stores};
 
 pub struct Application {
@@ -54,7 +54,7 @@ impl Application {
             );
         }
 
-        let actors = start_actors(&settings, &stores)?;
+        let actors = start_actors(&settings, &stores).await?;
         let reconciled = actors
             .watcher
             .send(actors::watcher::Reconcile)
@@ -135,7 +135,7 @@ impl Application {
 }
 
 /// The executor the settings pick, and the actors around it.
-fn start_actors(settings: &Settings, stores: &Stores) -> anyhow::Result<Actors> {
+async fn start_actors(settings: &Settings, stores: &Stores) -> anyhow::Result<Actors> {
     let (sinks, streams) = executor::channels();
     let executor: Arc<dyn Executor> = match settings.executor {
         ExecutorKind::Local => Arc::new(LocalExecutor::new(
@@ -143,8 +143,10 @@ fn start_actors(settings: &Settings, stores: &Stores) -> anyhow::Result<Actors> 
             settings.local_max_concurrent_runs,
             sinks,
         )),
-        ExecutorKind::Kubernetes => anyhow::bail!(
-            "PROCTOR_EXECUTOR=kubernetes is not available in this build yet; use PROCTOR_EXECUTOR=local"
+        ExecutorKind::Kubernetes => Arc::new(
+            KubernetesExecutor::connect(&settings.kube, sinks)
+                .await
+                .map_err(anyhow::Error::msg)?,
         ),
     };
     tracing::info!("executions run on the {} executor", executor.kind());

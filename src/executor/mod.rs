@@ -12,8 +12,10 @@ use tokio::sync::mpsc;
 use crate::config::Sensitive;
 use crate::model::{ExecutionName, ProcName, Status};
 
+pub mod kubernetes;
 pub mod local;
 
+pub use kubernetes::KubernetesExecutor;
 pub use local::LocalExecutor;
 
 /// Everything an executor needs to run one execution.
