@@ -3,7 +3,9 @@
 pub mod execution;
 pub mod ids;
 pub mod proc;
+pub mod schedule;
 
 pub use execution::{ExecutionName, Status};
 pub use ids::{Email, EnvName, ProcName};
 pub use proc::{EnvVar, EnvVars, ProcMetadata};
+pub use schedule::{ConcurrencyPolicy, CronSpec};

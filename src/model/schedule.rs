@@ -1,0 +1,309 @@
+//! When a schedule fires: the original's cron expressions (robfig/cron v1: six fields
+//! with seconds first, `@hourly`-style descriptors, `@every 1h30m`) and standard five-field
+//! ones, evaluated in the schedule's IANA time zone with daylight saving handled by
+//! `croner` and `chrono-tz`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use serde::{Deserialize, Serialize};
+
+/// A parsed `time` of a schedule.
+#[derive(Debug, Clone)]
+pub enum CronSpec {
+    Cron(Box<Cron>),
+    /// `@every <duration>`: every `duration` from the schedule's creation.
+    Every(Duration),
+}
+
+impl CronSpec {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let invalid = |why: String| format!("invalid cron expression {text:?}: {why}");
+        if let Some(every) = text.strip_prefix("@every") {
+            let duration = parse_go_duration(every.trim()).map_err(invalid)?;
+            if duration < Duration::from_secs(1) {
+                return Err(invalid("@every needs at least 1s".into()));
+            }
+            return Ok(CronSpec::Every(duration));
+        }
+        let expanded = match text.to_ascii_lowercase().as_str() {
+            "@yearly" | "@annually" => "0 0 0 1 1 *".to_owned(),
+            "@monthly" => "0 0 0 1 * *".to_owned(),
+            "@weekly" => "0 0 0 * * 0".to_owned(),
+            "@daily" | "@midnight" => "0 0 0 * * *".to_owned(),
+            "@hourly" => "0 0 * * * *".to_owned(),
+            other if other.starts_with('@') => return Err(invalid("unknown descriptor".into())),
+            _ => text.to_owned(),
+        };
+        let fields = expanded.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            return Err(invalid(format!(
+                "expected 6 fields (seconds minutes hours day-of-month month day-of-week) or 5, got {fields}"
+            )));
+        }
+        let parser = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .year(Year::Disallowed)
+            .build();
+        let cron = parser
+            .parse(&expanded)
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(CronSpec::Cron(Box::new(cron)))
+    }
+
+    /// The first fire strictly after `after`, in `zone`; `anchor` starts `@every`.
+    pub fn next_after(
+        &self,
+        after: DateTime<Utc>,
+        zone: Tz,
+        anchor: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match self {
+            CronSpec::Cron(cron) => cron
+                .find_next_occurrence(&after.with_timezone(&zone), false)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+            CronSpec::Every(every) => {
+                let step = TimeDelta::from_std(*every).ok()?;
+                if after < anchor {
+                    return Some(anchor + step);
+                }
+                let elapsed = (after - anchor).num_milliseconds();
+                let steps = elapsed / step.num_milliseconds() + 1;
+                Some(anchor + step * steps as i32)
+            }
+        }
+    }
+
+    /// The last fire at or before `at` (for catching up a missed fire).
+    pub fn last_at_or_before(
+        &self,
+        at: DateTime<Utc>,
+        zone: Tz,
+        anchor: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        match self {
+            CronSpec::Cron(cron) => cron
+                .find_previous_occurrence(&at.with_timezone(&zone), true)
+                .ok()
+                .map(|t| t.with_timezone(&Utc)),
+            CronSpec::Every(every) => {
+                let step = TimeDelta::from_std(*every).ok()?;
+                if at < anchor + step {
+                    return None;
+                }
+                let steps = (at - anchor).num_milliseconds() / step.num_milliseconds();
+                Some(anchor + step * steps as i32)
+            }
+        }
+    }
+}
+
+/// Go's duration syntax as `@every` takes it: `90s`, `1h30m`, `2m30s`, `500ms`.
+fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    if text.is_empty() {
+        return Err("@every needs a duration such as 1h30m".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(digits);
+        let value: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?} is not a duration such as 1h30m"))?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let unit = match unit {
+            "h" => Duration::from_secs(3600),
+            "m" => Duration::from_secs(60),
+            "s" => Duration::from_secs(1),
+            "ms" => Duration::from_millis(1),
+            _ => return Err(format!("{text:?} is not a duration such as 1h30m")),
+        };
+        total += unit * value as u32;
+        rest = next;
+    }
+    Ok(total)
+}
+
+/// A schedule's IANA time zone (`UTC` when none is given).
+pub fn parse_time_zone(text: &str) -> Result<Tz, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(Tz::UTC);
+    }
+    Tz::from_str(text).map_err(|_| {
+        format!(
+            "{:?} is not an IANA time zone such as Europe/Paris",
+            super::ids::truncate(text, 64)
+        )
+    })
+}
+
+/// What a fire does while the schedule's previous run is still going (as a
+/// Kubernetes CronJob's concurrencyPolicy).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConcurrencyPolicy {
+    #[default]
+    Allow,
+    Forbid,
+}
+
+impl FromStr for ConcurrencyPolicy {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "" | "allow" => Ok(Self::Allow),
+            "forbid" => Ok(Self::Forbid),
+            _ => Err(format!(
+                "concurrency_policy must be Allow or Forbid, not {text:?}"
+            )),
+        }
+    }
+}
+
+impl ConcurrencyPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "Allow",
+            Self::Forbid => "Forbid",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn next(spec: &str, zone: &str, after: &str) -> DateTime<Utc> {
+        let anchor = utc("2026-01-01T00:00:00Z");
+        CronSpec::parse(spec)
+            .unwrap()
+            .next_after(utc(after), parse_time_zone(zone).unwrap(), anchor)
+            .unwrap()
+    }
+
+    #[test]
+    fn six_fields_have_seconds_first_and_five_fields_are_standard() {
+        assert_eq!(
+            next("*/10 * * * * *", "UTC", "2026-11-25T08:00:01Z"),
+            utc("2026-11-25T08:00:10Z")
+        );
+        assert_eq!(
+            next("0 30 9 * * *", "UTC", "2026-11-25T08:00:00Z"),
+            utc("2026-11-25T09:30:00Z")
+        );
+        assert_eq!(
+            next("30 9 * * *", "UTC", "2026-11-25T08:00:00Z"),
+            utc("2026-11-25T09:30:00Z")
+        );
+        assert_eq!(
+            next("@hourly", "UTC", "2026-11-25T08:00:00Z"),
+            utc("2026-11-25T09:00:00Z")
+        );
+        assert_eq!(
+            next("@daily", "UTC", "2026-11-25T08:00:00Z"),
+            utc("2026-11-26T00:00:00Z")
+        );
+        assert_eq!(
+            next("@every 90s", "UTC", "2026-01-01T00:02:00Z"),
+            utc("2026-01-01T00:03:00Z")
+        );
+        assert_eq!(
+            next("@every 1h30m", "UTC", "2026-01-01T00:00:00Z"),
+            utc("2026-01-01T01:30:00Z")
+        );
+    }
+
+    #[test]
+    fn a_schedule_fires_at_the_right_utc_instant_in_its_time_zone() {
+        // Kolkata is UTC+5:30 all year.
+        assert_eq!(
+            next("0 30 9 * * *", "Asia/Kolkata", "2026-11-25T00:00:00Z"),
+            utc("2026-11-25T04:00:00Z")
+        );
+        // New York: 09:00 is 14:00Z in winter and 13:00Z after the change on 8 March 2026.
+        assert_eq!(
+            next("0 0 9 * * *", "America/New_York", "2026-03-07T12:00:00Z"),
+            utc("2026-03-07T14:00:00Z")
+        );
+        assert_eq!(
+            next("0 0 9 * * *", "America/New_York", "2026-03-08T00:00:00Z"),
+            utc("2026-03-08T13:00:00Z")
+        );
+        // 02:30 does not exist on 8 March in New York: it runs right after the gap.
+        assert_eq!(
+            next("0 30 2 * * *", "America/New_York", "2026-03-08T05:00:00Z"),
+            utc("2026-03-08T07:00:00Z")
+        );
+        // 01:30 happens twice on 1 November: a fixed-time job runs once.
+        let first = next("0 30 1 * * *", "America/New_York", "2026-11-01T04:00:00Z");
+        assert_eq!(first, utc("2026-11-01T05:30:00Z"));
+        assert_eq!(
+            next("0 30 1 * * *", "America/New_York", &first.to_rfc3339()),
+            utc("2026-11-02T06:30:00Z")
+        );
+    }
+
+    #[test]
+    fn the_last_due_fire_is_found_for_misfires() {
+        let spec = CronSpec::parse("0 0 * * * *").unwrap();
+        let anchor = utc("2026-01-01T00:00:00Z");
+        let last = spec.last_at_or_before(utc("2026-11-25T08:20:00Z"), Tz::UTC, anchor);
+        assert_eq!(last, Some(utc("2026-11-25T08:00:00Z")));
+        let every = CronSpec::parse("@every 10m").unwrap();
+        assert_eq!(
+            every.last_at_or_before(utc("2026-01-01T00:25:00Z"), Tz::UTC, anchor),
+            Some(utc("2026-01-01T00:20:00Z"))
+        );
+        assert_eq!(
+            every.last_at_or_before(utc("2026-01-01T00:05:00Z"), Tz::UTC, anchor),
+            None
+        );
+    }
+
+    #[test]
+    fn bad_expressions_and_zones_are_refused_with_the_reason() {
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * * *",
+            "* * * * * * *",
+            "@often",
+            "@every",
+            "@every 5x",
+            "@every 10ms",
+        ] {
+            let err = CronSpec::parse(bad).unwrap_err();
+            assert!(err.starts_with("invalid cron expression"), "{bad:?}: {err}");
+        }
+        assert!(
+            parse_time_zone("Mars/Olympus")
+                .unwrap_err()
+                .contains("not an IANA time zone")
+        );
+        assert_eq!(parse_time_zone("").unwrap(), Tz::UTC);
+        assert_eq!(
+            "forbid".parse::<ConcurrencyPolicy>(),
+            Ok(ConcurrencyPolicy::Forbid)
+        );
+        assert!("sometimes".parse::<ConcurrencyPolicy>().is_err());
+    }
+}
