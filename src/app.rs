@@ -154,5 +154,5 @@ async fn start_actors(settings: &Settings, stores: &Stores) -> anyhow::Result<Ac
         deadline: std::time::Duration::from_secs(settings.kube.job_active_deadline_seconds),
         retries: settings.kube.job_retries,
     };
-    Ok(actors::start(stores, executor, streams, defaults))
+    Ok(actors::start(settings, stores, executor, streams, defaults))
 }

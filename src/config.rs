@@ -123,6 +123,8 @@ pub struct KubeSettings {
 
 #[derive(Debug, Clone)]
 pub struct MailSettings {
+    /// The From address; MAIL_USERNAME when that is an address, else proctor@localhost.
+    pub from: String,
     pub username: Option<String>,
     pub password: Option<Sensitive<String>>,
     pub server_host: Option<String>,
@@ -153,6 +155,12 @@ pub struct Settings {
     pub kube: KubeSettings,
     pub min_client_version: Option<semver::Version>,
     pub scheduled_jobs_fetch_interval: Duration,
+    /// Whether this replica runs the Ticker (PROCTOR_SCHEDULER=off splits API from scheduling).
+    pub scheduler: bool,
+    /// How often schedules changed by other replicas are picked up (at most the fetch interval).
+    pub schedule_sync_interval: Duration,
+    /// How old a fire missed while no replica ran may be and still run once at start-up.
+    pub schedule_misfire_grace: Duration,
     pub mail: MailSettings,
     pub sentry_dsn: Option<Sensitive<String>>,
     /// Things worth a warning once logging is up (deprecated or unknown variables).
@@ -397,8 +405,20 @@ impl Settings {
             })
             .transpose()?;
 
+        let username = raw.optional("mail_username");
+        let from = raw
+            .optional("mail_from")
+            .or_else(|| username.clone().filter(|u| u.contains('@')))
+            .unwrap_or_else(|| "proctor@localhost".to_owned());
+        if crate::model::Email::parse(&from).is_err() {
+            return Err(SettingsError::new(
+                "mail_from",
+                format!("expected an e-mail address, got {from:?}"),
+            ));
+        }
         let mail = MailSettings {
-            username: raw.optional("mail_username"),
+            from,
+            username,
             password: raw.optional("mail_password").map(Sensitive),
             server_host: raw.optional("mail_server_host"),
             server_port: raw.parse("mail_server_port", "a port number (0-65535)")?,
@@ -413,6 +433,20 @@ impl Settings {
                 "must be at least 1",
             ));
         }
+
+        let scheduler = raw.one_of("scheduler", &[("on", true), ("off", false)])?;
+        let sync_seconds: u64 =
+            raw.parse("schedule_sync_interval_seconds", "a number of seconds")?;
+        if sync_seconds == 0 {
+            return Err(SettingsError::new(
+                "schedule_sync_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        let schedule_sync_interval = Duration::from_secs(sync_seconds.min(fetch_minutes * 60));
+        let schedule_misfire_grace = Duration::from_secs(
+            raw.parse("schedule_misfire_grace_seconds", "a number of seconds")?,
+        );
 
         if raw.optional("new_relic_app_name").is_some()
             || raw.optional("new_relic_licence_key").is_some()
@@ -442,6 +476,9 @@ impl Settings {
             kube,
             min_client_version,
             scheduled_jobs_fetch_interval: Duration::from_secs(fetch_minutes * 60),
+            scheduler,
+            schedule_sync_interval,
+            schedule_misfire_grace,
             mail,
             sentry_dsn: read_sentry_dsn(raw)?,
             warnings,

@@ -9,6 +9,7 @@ use actix::prelude::*;
 use backon::{ExponentialBuilder, Retryable as _};
 
 use super::log_fanout::{Drain, Finished, LogFanout, Open};
+use super::mailer::{Mailer, Notify};
 use crate::executor::{Executor, RunEvent};
 use crate::model::{ExecutionName, Status};
 use crate::store::{Execution, ExecutionStore, LogStore, StoreError, Transition};
@@ -110,6 +111,7 @@ pub struct Watcher {
     logs: LogStore,
     executor: std::sync::Arc<dyn Executor>,
     fanout: Addr<LogFanout>,
+    mailer: Addr<Mailer>,
     http: reqwest::Client,
 }
 
@@ -119,6 +121,7 @@ impl Watcher {
         logs: LogStore,
         executor: std::sync::Arc<dyn Executor>,
         fanout: Addr<LogFanout>,
+        mailer: Addr<Mailer>,
     ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -129,6 +132,7 @@ impl Watcher {
             logs,
             executor,
             fanout,
+            mailer,
             http,
         }
     }
@@ -159,6 +163,7 @@ impl Handler<Apply> for Watcher {
 struct Announcer {
     executions: ExecutionStore,
     fanout: Addr<LogFanout>,
+    mailer: Addr<Mailer>,
     http: reqwest::Client,
 }
 
@@ -167,6 +172,7 @@ impl Watcher {
         Announcer {
             executions: self.executions.clone(),
             fanout: self.fanout.clone(),
+            mailer: self.mailer.clone(),
             http: self.http.clone(),
         }
     }
@@ -199,6 +205,11 @@ async fn apply(to: Announcer, msg: Apply) -> Result<Option<Execution>, StoreErro
             });
             if let Some(url) = execution.callback_url.clone() {
                 actix::spawn(call_back(to.http, url, msg.execution.clone(), status));
+            }
+            if execution.schedule_id.is_some() {
+                to.mailer.do_send(Notify {
+                    execution: execution.clone(),
+                });
             }
         }
     }

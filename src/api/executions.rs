@@ -51,7 +51,7 @@ impl From<DispatchError> for ApiError {
 
 /// Checks the given args against the proc's declared ones: 400 naming the unknown and
 /// the missing.
-fn check_args(declared: &[String], given: &BTreeMap<String, String>) -> Result<(), ApiError> {
+pub fn check_args(declared: &[String], given: &BTreeMap<String, String>) -> Result<(), ApiError> {
     let declared: BTreeSet<&str> = declared.iter().map(String::as_str).collect();
     let unknown: Vec<&str> = given
         .keys()
@@ -237,6 +237,7 @@ pub async fn list(
             proc_names: query.proc.map(|p| vec![p]),
             status,
             user_email: query.user.map(|u| u.to_ascii_lowercase()),
+            schedule_id: None,
             since: parse_time("since", &query.since)?,
             until: parse_time("until", &query.until)?,
             visible_to,

@@ -12,6 +12,7 @@ pub mod executions;
 pub mod health;
 pub mod logs;
 pub mod procs;
+pub mod schedules;
 pub mod secrets;
 
 /// What handlers share.
@@ -49,7 +50,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/execute/{name}/status").route(web::get().to(executions::get_status)),
                 )
-                .service(resource("/logs").route(web::get().to(logs::stream))),
+                .service(resource("/logs").route(web::get().to(logs::stream)))
+                .service(
+                    resource("/schedule")
+                        .route(web::post().to(schedules::create))
+                        .route(web::get().to(schedules::list)),
+                )
+                .service(
+                    resource("/schedule/{id}")
+                        .route(web::get().to(schedules::describe))
+                        .route(web::delete().to(schedules::remove)),
+                )
+                .service(resource("/schedule/{id}/enable").route(web::post().to(schedules::enable)))
+                .service(
+                    resource("/schedule/{id}/disable").route(web::post().to(schedules::disable)),
+                )
+                .service(
+                    resource("/schedule/{id}/executions")
+                        .route(web::get().to(schedules::executions)),
+                ),
         )
         .service(
             web::scope("/api/v1")

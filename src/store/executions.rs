@@ -63,6 +63,11 @@ pub struct Execution {
     pub callback_url: Option<String>,
 }
 
+/// A stored (naive, UTC) time as RFC 3339 with `Z`.
+pub fn serialize_utc<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S::Ok, S::Error> {
+    utc::serialize(t, s)
+}
+
 /// Timestamps are stored naive in UTC and shown as RFC 3339 with `Z`.
 mod utc {
     use chrono::NaiveDateTime;
@@ -143,6 +148,7 @@ pub struct ExecutionFilter {
     pub proc_names: Option<Vec<String>>,
     pub status: Option<Status>,
     pub user_email: Option<String>,
+    pub schedule_id: Option<String>,
     pub since: Option<NaiveDateTime>,
     pub until: Option<NaiveDateTime>,
     /// Only executions of these procs, or started by `or_user` (access control).
@@ -312,6 +318,9 @@ impl ExecutionStore {
                     }
                     if let Some(user) = &filter.user_email {
                         query = query.filter(executions::user_email.eq(user));
+                    }
+                    if let Some(schedule) = &filter.schedule_id {
+                        query = query.filter(executions::schedule_id.eq(schedule));
                     }
                     if let Some(since) = filter.since {
                         query = query.filter(executions::created_at.ge(since));

@@ -30,6 +30,7 @@ pub mod executions;
 pub mod logs;
 pub mod procs;
 pub mod redis;
+pub mod schedules;
 pub mod schema;
 pub mod secrets;
 pub mod users;
@@ -38,6 +39,7 @@ pub use self::executions::{Execution, ExecutionFilter, ExecutionStore, NewExecut
 pub use self::logs::{LogStore, StoredLine};
 pub use self::procs::ProcStore;
 pub use self::redis::Redis;
+pub use self::schedules::{Fire, NewSchedule, Schedule, ScheduleStore};
 pub use self::secrets::SecretStore;
 pub use self::users::{User, UserStore};
 
@@ -270,6 +272,7 @@ pub struct Stores {
     pub users: UserStore,
     pub executions: ExecutionStore,
     pub logs: LogStore,
+    pub schedules: ScheduleStore,
 }
 
 /// What a message at start-up says about the secrets key.
@@ -307,6 +310,7 @@ impl Stores {
         let users = UserStore::new(db.clone());
         let executions = ExecutionStore::new(db.clone());
         let logs = LogStore::new(db.clone());
+        let schedules = ScheduleStore::new(db.clone());
         Ok((
             Self {
                 db,
@@ -316,6 +320,7 @@ impl Stores {
                 users,
                 executions,
                 logs,
+                schedules,
             },
             source,
         ))

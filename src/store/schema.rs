@@ -56,6 +56,7 @@ diesel::table! {
         enabled -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        concurrency_policy -> Text,
     }
 }
 
@@ -95,6 +96,8 @@ diesel::table! {
         schedule_id -> Text,
         fire_at -> Timestamp,
         execution_id -> Nullable<Text>,
+        outcome -> Text,
+        claimed_at -> Nullable<Timestamp>,
     }
 }
 

@@ -4,6 +4,7 @@
 mod admin;
 mod auth;
 mod executions;
+mod fake_kube;
 mod health;
 mod helpers;
 mod hostile;

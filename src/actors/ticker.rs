@@ -1,0 +1,350 @@
+//! The Ticker keeps every enabled schedule's next fire time in memory, ordered, with one
+//! timer armed for the earliest. At a due time it claims the fire in the database —
+//! exactly one replica's claim succeeds — and only then asks the Dispatcher to run it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, NaiveDateTime, Utc};
+use chrono_tz::Tz;
+
+use super::dispatcher::{Dispatcher, Execute};
+use crate::model::schedule::parse_time_zone;
+use crate::model::{ConcurrencyPolicy, CronSpec, ProcName};
+use crate::store::{ProcStore, Schedule, ScheduleStore};
+
+/// The user of a scheduled run whose schedule names none (as the original).
+pub const SCHEDULE_USER: &str = "worker@proctor";
+/// A fire later than this is skipped (and the schedule moves to its next fire) rather
+/// than run in a burst after a stall.
+const STALE_FIRE: Duration = Duration::from_secs(2);
+
+/// Picks up a schedule created, changed or deleted on this replica, at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload {
+    pub id: String,
+}
+
+/// The next fire of each schedule this Ticker holds (for the API).
+#[derive(Message)]
+#[rtype(result = "HashMap<String, DateTime<Utc>>")]
+pub struct NextFires;
+
+struct Entry {
+    schedule: Schedule,
+    spec: CronSpec,
+    zone: Tz,
+    next: DateTime<Utc>,
+}
+
+pub struct Ticker {
+    schedules: ScheduleStore,
+    procs: ProcStore,
+    dispatcher: Addr<Dispatcher>,
+    sync_interval: Duration,
+    misfire_grace: Duration,
+    entries: HashMap<String, Entry>,
+    due: BTreeSet<(DateTime<Utc>, String)>,
+    timer: Option<SpawnHandle>,
+}
+
+impl Ticker {
+    pub fn new(
+        schedules: ScheduleStore,
+        procs: ProcStore,
+        dispatcher: Addr<Dispatcher>,
+        sync_interval: Duration,
+        misfire_grace: Duration,
+    ) -> Self {
+        Self {
+            schedules,
+            procs,
+            dispatcher,
+            sync_interval,
+            misfire_grace,
+            entries: HashMap::new(),
+            due: BTreeSet::new(),
+            timer: None,
+        }
+    }
+
+    fn anchor(schedule: &Schedule) -> DateTime<Utc> {
+        schedule.created_at.and_utc()
+    }
+
+    /// Holds `schedule` (replacing an older version), due after `after`.
+    fn hold(&mut self, schedule: Schedule, after: DateTime<Utc>) {
+        self.forget(&schedule.id);
+        if !schedule.enabled {
+            return;
+        }
+        let parsed = CronSpec::parse(&schedule.cron)
+            .and_then(|spec| Ok((spec, parse_time_zone(&schedule.time_zone)?)));
+        let (spec, zone) = match parsed {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::error!(schedule = %schedule.id, error = %e, "a stored schedule cannot be evaluated; skipped");
+                return;
+            }
+        };
+        let Some(next) = spec.next_after(after, zone, Self::anchor(&schedule)) else {
+            return;
+        };
+        self.due.insert((next, schedule.id.clone()));
+        self.entries.insert(
+            schedule.id.clone(),
+            Entry {
+                schedule,
+                spec,
+                zone,
+                next,
+            },
+        );
+    }
+
+    fn forget(&mut self, id: &str) {
+        if let Some(entry) = self.entries.remove(id) {
+            self.due.remove(&(entry.next, id.to_owned()));
+        }
+    }
+
+    /// Arms the one timer for the earliest due fire.
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        if let Some((when, _)) = self.due.first() {
+            let wait = (*when - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            self.timer = Some(ctx.run_later(wait, |act, ctx| {
+                act.timer = None;
+                act.tick(ctx);
+            }));
+        }
+    }
+
+    /// Fires everything due, moves each schedule to its next time, re-arms.
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let now = Utc::now();
+        let parts = self.clone_parts();
+        while let Some((when, id)) = self.due.first().cloned() {
+            if when > now {
+                break;
+            }
+            self.due.remove(&(when, id.clone()));
+            let Some(entry) = self.entries.get_mut(&id) else {
+                continue;
+            };
+            let late = (now - when).to_std().unwrap_or_default();
+            if late <= STALE_FIRE {
+                actix::spawn(fire(parts.clone(), entry.schedule.clone(), when));
+            } else {
+                tracing::warn!(schedule = %id, fire_at = %when, ?late, "fire skipped: the Ticker was stalled");
+            }
+            let after = if late <= STALE_FIRE { when } else { now };
+            let anchor = Self::anchor(&entry.schedule);
+            match entry.spec.next_after(after, entry.zone, anchor) {
+                Some(next) => {
+                    entry.next = next;
+                    self.due.insert((next, id));
+                }
+                None => {
+                    self.entries.remove(&id);
+                }
+            }
+        }
+        self.arm(ctx);
+    }
+
+    fn clone_parts(&self) -> Parts {
+        Parts {
+            schedules: self.schedules.clone(),
+            procs: self.procs.clone(),
+            dispatcher: self.dispatcher.clone(),
+        }
+    }
+
+    /// Replaces what is held with what the database says.
+    fn sync(&mut self, ctx: &mut Context<Self>, catch_up: bool) {
+        let schedules = self.schedules.clone();
+        let grace = self.misfire_grace;
+        let load = async move { schedules.list(true).await };
+        ctx.spawn(load.into_actor(self).map(move |loaded, act, ctx| {
+            let loaded = match loaded {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot load schedules; keeping the ones held");
+                    return;
+                }
+            };
+            let now = Utc::now();
+            let seen: BTreeSet<String> = loaded.iter().map(|s| s.id.clone()).collect();
+            let gone: Vec<String> = act
+                .entries
+                .keys()
+                .filter(|id| !seen.contains(*id))
+                .cloned()
+                .collect();
+            for id in gone {
+                act.forget(&id);
+            }
+            for schedule in loaded {
+                let unchanged = act
+                    .entries
+                    .get(&schedule.id)
+                    .is_some_and(|e| e.schedule.updated_at == schedule.updated_at);
+                if unchanged {
+                    continue;
+                }
+                if catch_up {
+                    act.catch_up(&schedule, now, grace);
+                }
+                act.hold(schedule, now);
+            }
+            act.arm(ctx);
+        }));
+    }
+
+    /// A fire missed while no replica ran: run the last one once if it is recent.
+    fn catch_up(&self, schedule: &Schedule, now: DateTime<Utc>, grace: Duration) {
+        let Ok(spec) = CronSpec::parse(&schedule.cron) else {
+            return;
+        };
+        let Ok(zone) = parse_time_zone(&schedule.time_zone) else {
+            return;
+        };
+        let anchor = Self::anchor(schedule);
+        let Some(last) = spec.last_at_or_before(now, zone, anchor) else {
+            return;
+        };
+        let age = (now - last).to_std().unwrap_or_default();
+        if last > anchor && age <= grace {
+            // The claim makes this a no-op when the fire did happen.
+            actix::spawn(fire(self.clone_parts(), schedule.clone(), last));
+        } else if last > anchor {
+            tracing::info!(schedule = %schedule.id, fire_at = %last, "a missed fire is older than the misfire grace; not run");
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Parts {
+    schedules: ScheduleStore,
+    procs: ProcStore,
+    dispatcher: Addr<Dispatcher>,
+}
+
+/// Claims the fire; if this replica won it, runs the schedule's proc.
+async fn fire(parts: Parts, schedule: Schedule, when: DateTime<Utc>) {
+    let fire_at: NaiveDateTime = when.naive_utc();
+    let id = schedule.id.as_str();
+    let outcome = async {
+        if !parts.schedules.claim(id, fire_at).await? {
+            return Ok(None);
+        }
+        let policy: ConcurrencyPolicy = schedule.concurrency_policy.parse().unwrap_or_default();
+        if policy == ConcurrencyPolicy::Forbid && parts.schedules.has_unfinished_run(id).await? {
+            return Ok(Some((
+                "skipped: the previous run is still going".to_owned(),
+                None,
+            )));
+        }
+        let proc = match ProcName::parse(&schedule.proc_name) {
+            Ok(name) => parts.procs.get(&name).await?,
+            Err(_) => None,
+        };
+        let Some(proc) = proc else {
+            return Ok(Some((
+                format!("failed: proc {} no longer exists", schedule.proc_name),
+                None,
+            )));
+        };
+        let user = if schedule.user_email.is_empty() {
+            SCHEDULE_USER.to_owned()
+        } else {
+            schedule.user_email.clone()
+        };
+        let execute = Execute {
+            proc,
+            args: schedule.args.clone(),
+            user_email: user,
+            callback_url: None,
+            schedule_id: Some(schedule.id.clone()),
+        };
+        match parts.dispatcher.send(execute).await {
+            Ok(Ok(execution)) => Ok(Some(("dispatched".to_owned(), Some(execution.id)))),
+            Ok(Err(e)) => Ok(Some((format!("failed: {e}"), None))),
+            Err(e) => Ok(Some((
+                format!("failed: the dispatcher is unavailable: {e}"),
+                None,
+            ))),
+        }
+    };
+    let result: Result<_, crate::store::StoreError> = outcome.await;
+    match result {
+        Ok(None) => tracing::debug!(schedule = id, %when, "fire claimed by another replica"),
+        Ok(Some((outcome, execution))) => {
+            tracing::info!(schedule = id, %when, %outcome, "schedule fired");
+            if let Err(e) = parts
+                .schedules
+                .record(id, fire_at, &outcome, execution)
+                .await
+            {
+                tracing::warn!(schedule = id, error = %e, "cannot record a fire's outcome");
+            }
+        }
+        Err(e) => tracing::error!(schedule = id, %when, error = %e, "cannot fire a schedule"),
+    }
+}
+
+impl Actor for Ticker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.sync(ctx, true);
+        ctx.run_interval(self.sync_interval, |act, ctx| act.sync(ctx, false));
+    }
+}
+
+impl Supervised for Ticker {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!("Ticker restarting");
+        self.entries.clear();
+        self.due.clear();
+        self.timer = None;
+    }
+}
+
+/// Reloads one schedule from the database (or drops it when deleted or disabled).
+impl Handler<Reload> for Ticker {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reload, ctx: &mut Context<Self>) {
+        let schedules = self.schedules.clone();
+        let id = msg.id;
+        let load = async move { (schedules.get(&id).await, id) };
+        ctx.wait(load.into_actor(self).map(|(loaded, id), act, ctx| {
+            match loaded {
+                Ok(Some(schedule)) => act.hold(schedule, Utc::now()),
+                Ok(None) => act.forget(&id),
+                Err(e) => tracing::warn!(schedule = %id, error = %e, "cannot reload a schedule; the next sync will"),
+            }
+            act.arm(ctx);
+        }));
+    }
+}
+
+/// Answers the next fire times held.
+impl Handler<NextFires> for Ticker {
+    type Result = MessageResult<NextFires>;
+
+    fn handle(&mut self, _: NextFires, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(
+            self.entries
+                .iter()
+                .map(|(id, e)| (id.clone(), e.next))
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,267 @@
+//! Schedules: `POST /jobs/schedule`, `GET /jobs/schedule` (204 when none),
+//! `GET` and `DELETE /jobs/schedule/{id}` (the original's contract), plus enable,
+//! disable and the schedule's recent executions.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ApiState;
+use super::auth::Caller;
+use super::executions::check_args;
+use super::procs::find_usable;
+use crate::actors::ticker::Reload;
+use crate::error::{ApiError, ErrorKind};
+use crate::model::schedule::parse_time_zone;
+use crate::model::{ConcurrencyPolicy, CronSpec, Email, ProcName};
+use crate::store::{ExecutionFilter, NewSchedule, Schedule};
+
+#[derive(Debug, Deserialize)]
+pub struct ScheduleRequest {
+    pub name: String,
+    #[serde(default)]
+    pub args: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub time: String,
+    #[serde(default)]
+    pub notification_emails: String,
+    #[serde(default)]
+    pub tags: String,
+    #[serde(default)]
+    pub group_name: String,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub concurrency_policy: Option<String>,
+}
+
+/// A comma-separated list, trimmed, without empty items.
+fn split_list(text: &str) -> Vec<&str> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The schedule as the API shows it, with its next fire time.
+fn present(schedule: &Schedule) -> Value {
+    let mut value = serde_json::to_value(schedule).expect("a schedule serializes");
+    let next = CronSpec::parse(&schedule.cron)
+        .ok()
+        .zip(parse_time_zone(&schedule.time_zone).ok())
+        .and_then(|(spec, zone)| spec.next_after(Utc::now(), zone, schedule.created_at.and_utc()));
+    value["next_fire_at"] = json!(
+        next.filter(|_| schedule.enabled)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+    );
+    value
+}
+
+fn reload(state: &ApiState, id: &str) {
+    if let Some(ticker) = &state.actors.ticker {
+        ticker.do_send(Reload { id: id.to_owned() });
+    }
+}
+
+/// `POST /jobs/schedule`: 201 with the stored schedule.
+pub async fn create(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    body: web::Json<ScheduleRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner();
+    CronSpec::parse(&request.time).map_err(ApiError::bad_request)?;
+    let emails = split_list(&request.notification_emails)
+        .into_iter()
+        .map(|e| Email::parse(e).map(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::bad_request(format!("notification_emails: {e}")))?;
+    let tags = split_list(&request.tags);
+    if tags.is_empty() {
+        return Err(ApiError::bad_request(
+            "tags are required: give at least one, comma-separated",
+        ));
+    }
+    let group = request.group_name.trim();
+    if group.is_empty() {
+        return Err(ApiError::bad_request("group_name is required"));
+    }
+    let time_zone = parse_time_zone(request.time_zone.as_deref().unwrap_or(""))
+        .map_err(ApiError::bad_request)?;
+    let policy: ConcurrencyPolicy = request
+        .concurrency_policy
+        .as_deref()
+        .unwrap_or("")
+        .parse()
+        .map_err(ApiError::bad_request)?;
+    let proc = find_usable(&state, &caller, &request.name).await?;
+    let args = request.args.unwrap_or_default();
+    let declared: Vec<String> = proc
+        .env_vars
+        .args
+        .iter()
+        .map(|a| a.name.to_string())
+        .collect();
+    check_args(&declared, &args)?;
+    let created = state
+        .stores
+        .schedules
+        .insert(NewSchedule {
+            proc_name: proc.name.to_string(),
+            args,
+            cron: request.time.trim().to_owned(),
+            time_zone: time_zone.name().to_owned(),
+            notification_emails: emails.join(","),
+            tags: tags.join(","),
+            group_name: group.to_owned(),
+            user_email: caller.email.clone(),
+            concurrency_policy: policy.as_str().to_owned(),
+        })
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::Conflict,
+                format!(
+                    "a schedule of proc {} with these args already exists",
+                    proc.name
+                ),
+            )
+        })?;
+    reload(&state, &created.id);
+    tracing::info!(schedule = %created.id, proc = %created.proc_name, time = %created.cron, by = %caller.email, "schedule created");
+    Ok(HttpResponse::Created().json(present(&created)))
+}
+
+/// Whether the caller may see the schedule: admins, its creator, users of its proc.
+async fn may_see(state: &ApiState, caller: &Caller, schedule: &Schedule) -> Result<bool, ApiError> {
+    if caller.is_admin || caller.email == schedule.user_email {
+        return Ok(true);
+    }
+    let proc = match ProcName::parse(&schedule.proc_name) {
+        Ok(name) => state.stores.procs.get(&name).await?,
+        Err(_) => None,
+    };
+    Ok(proc.is_some_and(|p| caller.may_use(&p)))
+}
+
+/// Loads a schedule the caller may see: 400 malformed id, 404 unknown, 403 not allowed.
+async fn find_visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Schedule, ApiError> {
+    let id = uuid::Uuid::parse_str(id.trim())
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{:?} is not a schedule id",
+                crate::model::ids::truncate(id, 64)
+            ))
+        })?
+        .to_string();
+    let schedule = state
+        .stores
+        .schedules
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no schedule with id {id}")))?;
+    if !may_see(state, caller, &schedule).await? {
+        return Err(ApiError::forbidden(format!(
+            "{} may not see schedule {id} of proc {}",
+            caller.email, schedule.proc_name
+        )));
+    }
+    Ok(schedule)
+}
+
+/// `GET /jobs/schedule`: the schedules the caller may see; 204 when there are none.
+pub async fn list(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let mut visible = Vec::new();
+    for schedule in state.stores.schedules.list(false).await? {
+        if may_see(&state, &caller, &schedule).await? {
+            visible.push(present(&schedule));
+        }
+    }
+    if visible.is_empty() {
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    Ok(HttpResponse::Ok().json(visible))
+}
+
+/// `GET /jobs/schedule/{id}`.
+pub async fn describe(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let schedule = find_visible(&state, &caller, &id).await?;
+    Ok(HttpResponse::Ok().json(present(&schedule)))
+}
+
+/// `DELETE /jobs/schedule/{id}`: stops it firing, on every replica.
+pub async fn remove(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let schedule = find_visible(&state, &caller, &id).await?;
+    state.stores.schedules.delete(&schedule.id).await?;
+    reload(&state, &schedule.id);
+    tracing::info!(schedule = %schedule.id, by = %caller.email, "schedule removed");
+    Ok(HttpResponse::Ok()
+        .json(json!({"id": schedule.id, "message": format!("schedule {} removed", schedule.id)})))
+}
+
+async fn set_enabled(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+    enabled: bool,
+) -> Result<HttpResponse, ApiError> {
+    let schedule = find_visible(&state, &caller, &id).await?;
+    let updated = state
+        .stores
+        .schedules
+        .set_enabled(&schedule.id, enabled)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no schedule with id {}", schedule.id)))?;
+    reload(&state, &updated.id);
+    Ok(HttpResponse::Ok().json(present(&updated)))
+}
+
+/// `POST /jobs/schedule/{id}/enable`.
+pub async fn enable(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(state, caller, id, true).await
+}
+
+/// `POST /jobs/schedule/{id}/disable`.
+pub async fn disable(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(state, caller, id, false).await
+}
+
+/// `GET /jobs/schedule/{id}/executions`: its runs, newest first, with its fires.
+pub async fn executions(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let schedule = find_visible(&state, &caller, &id).await?;
+    let runs = state
+        .stores
+        .executions
+        .list(ExecutionFilter {
+            schedule_id: Some(schedule.id.clone()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await?;
+    let fires = state.stores.schedules.fires(&schedule.id).await?;
+    let recent_fires: Vec<_> = fires.iter().rev().take(50).collect();
+    Ok(HttpResponse::Ok().json(json!({"executions": runs, "fires": recent_fires})))
+}

@@ -1,0 +1,341 @@
+//! Schedules and their fires. A fire is claimed by inserting `(schedule_id, fire_at)`
+//! under its primary key: across any number of proctord replicas exactly one insert
+//! succeeds, and only that replica dispatches.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use serde::Serialize;
+
+use crate::model::Status;
+
+use super::schema::{executions, schedule_fires, schedules};
+use super::{Db, StoreError};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = schedules)]
+struct Row {
+    id: String,
+    proc_name: String,
+    args: String,
+    cron: String,
+    time_zone: String,
+    notification_emails: String,
+    tags: String,
+    group_name: String,
+    user_email: String,
+    enabled: bool,
+    created_at: NaiveDateTime,
+    updated_at: NaiveDateTime,
+    concurrency_policy: String,
+}
+
+/// A stored schedule, in the original's JSON shape (`name`, `time`, comma-separated
+/// `notification_emails` and `tags`) plus the additions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Schedule {
+    pub id: String,
+    #[serde(rename = "name")]
+    pub proc_name: String,
+    pub args: BTreeMap<String, String>,
+    #[serde(rename = "time")]
+    pub cron: String,
+    pub time_zone: String,
+    pub notification_emails: String,
+    pub tags: String,
+    pub group_name: String,
+    pub user_email: String,
+    pub enabled: bool,
+    pub concurrency_policy: String,
+    #[serde(serialize_with = "super::executions::serialize_utc")]
+    pub created_at: NaiveDateTime,
+    #[serde(serialize_with = "super::executions::serialize_utc")]
+    pub updated_at: NaiveDateTime,
+}
+
+impl Schedule {
+    pub fn emails(&self) -> Vec<String> {
+        self.notification_emails
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl TryFrom<Row> for Schedule {
+    type Error = StoreError;
+
+    fn try_from(row: Row) -> Result<Self, StoreError> {
+        let args = serde_json::from_str(&row.args)
+            .map_err(|e| StoreError::Corrupt(format!("schedule {}: args: {e}", row.id)))?;
+        Ok(Schedule {
+            id: row.id,
+            proc_name: row.proc_name,
+            args,
+            cron: row.cron,
+            time_zone: row.time_zone,
+            notification_emails: row.notification_emails,
+            tags: row.tags,
+            group_name: row.group_name,
+            user_email: row.user_email,
+            enabled: row.enabled,
+            concurrency_policy: row.concurrency_policy,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// What a new schedule is made of.
+#[derive(Debug, Clone)]
+pub struct NewSchedule {
+    pub proc_name: String,
+    pub args: BTreeMap<String, String>,
+    pub cron: String,
+    pub time_zone: String,
+    pub notification_emails: String,
+    pub tags: String,
+    pub group_name: String,
+    pub user_email: String,
+    pub concurrency_policy: String,
+}
+
+/// One fire of a schedule, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Serialize)]
+pub struct Fire {
+    pub schedule_id: String,
+    #[serde(serialize_with = "super::executions::serialize_utc")]
+    pub fire_at: NaiveDateTime,
+    pub execution_id: Option<String>,
+    pub outcome: String,
+    #[serde(skip)]
+    pub claimed_at: Option<NaiveDateTime>,
+}
+
+fn is_unique_violation(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+#[derive(Clone)]
+pub struct ScheduleStore {
+    db: Db,
+}
+
+impl ScheduleStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Stores a new schedule; `Ok(None)` when one with the same proc and args exists.
+    pub async fn insert(&self, new: NewSchedule) -> Result<Option<Schedule>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let now = super::now();
+                let row = Row {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    proc_name: new.proc_name,
+                    args: serde_json::to_string(&new.args).expect("string maps serialize"),
+                    cron: new.cron,
+                    time_zone: new.time_zone,
+                    notification_emails: new.notification_emails,
+                    tags: new.tags,
+                    group_name: new.group_name,
+                    user_email: new.user_email,
+                    enabled: true,
+                    created_at: now,
+                    updated_at: now,
+                    concurrency_policy: new.concurrency_policy,
+                };
+                let inserted = with_backend!(conn, |c| diesel::insert_into(schedules::table)
+                    .values((
+                        schedules::id.eq(&row.id),
+                        schedules::proc_name.eq(&row.proc_name),
+                        schedules::args.eq(&row.args),
+                        schedules::cron.eq(&row.cron),
+                        schedules::time_zone.eq(&row.time_zone),
+                        schedules::notification_emails.eq(&row.notification_emails),
+                        schedules::tags.eq(&row.tags),
+                        schedules::group_name.eq(&row.group_name),
+                        schedules::user_email.eq(&row.user_email),
+                        schedules::enabled.eq(true),
+                        schedules::created_at.eq(now),
+                        schedules::updated_at.eq(now),
+                        schedules::concurrency_policy.eq(&row.concurrency_policy),
+                    ))
+                    .execute(c));
+                match inserted {
+                    Ok(_) => Schedule::try_from(row).map(Some),
+                    Err(e) if is_unique_violation(&e) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<Schedule>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .run(move |conn| {
+                let row: Option<Row> = with_backend!(conn, |c| schedules::table
+                    .find(&id)
+                    .select(Row::as_select())
+                    .first(c)
+                    .optional())?;
+                row.map(Schedule::try_from).transpose()
+            })
+            .await
+    }
+
+    /// Every schedule (or only the enabled ones), oldest first.
+    pub async fn list(&self, only_enabled: bool) -> Result<Vec<Schedule>, StoreError> {
+        self.db
+            .run(move |conn| {
+                let rows: Vec<Row> = with_backend!(conn, |c| {
+                    let mut query = schedules::table.select(Row::as_select()).into_boxed();
+                    if only_enabled {
+                        query = query.filter(schedules::enabled.eq(true));
+                    }
+                    query
+                        .order((schedules::created_at, schedules::id))
+                        .load(c)?
+                });
+                rows.into_iter().map(Schedule::try_from).collect()
+            })
+            .await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .run(move |conn| {
+                let removed = with_backend!(conn, |c| c.transaction(|c| {
+                    diesel::delete(
+                        schedule_fires::table.filter(schedule_fires::schedule_id.eq(&id)),
+                    )
+                    .execute(c)?;
+                    diesel::delete(schedules::table.find(&id)).execute(c)
+                }))?;
+                Ok(removed > 0)
+            })
+            .await
+    }
+
+    pub async fn set_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Option<Schedule>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .run(move |conn| {
+                let row: Option<Row> = with_backend!(conn, |c| {
+                    diesel::update(schedules::table.find(&id))
+                        .set((
+                            schedules::enabled.eq(enabled),
+                            schedules::updated_at.eq(super::now()),
+                        ))
+                        .execute(c)?;
+                    schedules::table
+                        .find(&id)
+                        .select(Row::as_select())
+                        .first(c)
+                        .optional()?
+                });
+                row.map(Schedule::try_from).transpose()
+            })
+            .await
+    }
+
+    /// Claims the fire; true only for the one caller whose insert succeeded.
+    pub async fn claim(&self, id: &str, fire_at: NaiveDateTime) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .run(move |conn| {
+                let inserted = with_backend!(conn, |c| diesel::insert_into(schedule_fires::table)
+                    .values((
+                        schedule_fires::schedule_id.eq(&id),
+                        schedule_fires::fire_at.eq(fire_at),
+                        schedule_fires::outcome.eq("claimed"),
+                        schedule_fires::claimed_at.eq(super::now()),
+                    ))
+                    .execute(c));
+                match inserted {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(e.into()),
+                }
+            })
+            .await
+    }
+
+    /// Records what became of a claimed fire.
+    pub async fn record(
+        &self,
+        id: &str,
+        fire_at: NaiveDateTime,
+        outcome: &str,
+        execution_id: Option<String>,
+    ) -> Result<(), StoreError> {
+        let (id, outcome) = (id.to_owned(), outcome.to_owned());
+        self.db
+            .run(move |conn| {
+                with_backend!(conn, |c| diesel::update(
+                    schedule_fires::table.find((&id, fire_at))
+                )
+                .set((
+                    schedule_fires::outcome.eq(&outcome),
+                    schedule_fires::execution_id.eq(&execution_id)
+                ))
+                .execute(c))?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The schedule's fires, oldest first.
+    pub async fn fires(&self, id: &str) -> Result<Vec<Fire>, StoreError> {
+        let id = id.to_owned();
+        self.db
+            .run(move |conn| {
+                Ok(with_backend!(conn, |c| schedule_fires::table
+                    .filter(schedule_fires::schedule_id.eq(&id))
+                    .order(schedule_fires::fire_at)
+                    .select((
+                        schedule_fires::schedule_id,
+                        schedule_fires::fire_at,
+                        schedule_fires::execution_id,
+                        schedule_fires::outcome,
+                        schedule_fires::claimed_at,
+                    ))
+                    .load(c))?)
+            })
+            .await
+    }
+
+    /// Whether a run of the schedule has not finished yet.
+    pub async fn has_unfinished_run(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        let open: Vec<&'static str> = Status::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| s.as_str())
+            .collect();
+        self.db
+            .run(move |conn| {
+                let count: i64 = with_backend!(conn, |c| executions::table
+                    .filter(executions::schedule_id.eq(&id))
+                    .filter(executions::status.eq_any(&open))
+                    .count()
+                    .get_result(c))?;
+                Ok(count > 0)
+            })
+            .await
+    }
+}
