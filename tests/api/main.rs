@@ -8,6 +8,7 @@ mod fake_kube;
 mod health;
 mod helpers;
 mod hostile;
+mod kubernetes;
 mod lifecycle;
 mod logs;
 mod procs;

@@ -148,8 +148,58 @@ async fn dispatch(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>)
         ("DELETE", Route::Object(kind, ns, name)) if kind != Kind::Pod => {
             delete(&shared, kind, &ns, &name, &body, &query)
         }
+        ("PATCH", Route::Object(kind, ns, name)) if kind != Kind::Pod => {
+            merge_patch(&shared, kind, &ns, &name, &req, &body)
+        }
         ("GET", Route::Log(ns, name)) => logs::log(&shared, &ns, &name, &query),
         (method, _) => reply(objects::method_not_allowed(method)),
+    }
+}
+
+/// `PATCH` with `application/merge-patch+json` (RFC 7386), as proctord uses to set a
+/// Secret's ownerReferences; other patch types get 415 as a real server without them.
+fn merge_patch(
+    shared: &Arc<Shared>,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    req: &HttpRequest,
+    body: &[u8],
+) -> HttpResponse {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !content_type.starts_with("application/merge-patch+json") {
+        return HttpResponse::UnsupportedMediaType().finish();
+    }
+    let patch: Value = match serde_json::from_slice(body) {
+        Ok(patch) => patch,
+        Err(e) => return reply(bad_request(format!("error decoding the patch: {e}"))),
+    };
+    let mut state = shared.lock();
+    let Some(mut object) = state.get(kind, namespace, name).cloned() else {
+        return reply(not_found(kind, name));
+    };
+    merge(&mut object, &patch);
+    let stored = state.put(kind, &object);
+    HttpResponse::Ok().json(stored)
+}
+
+/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                if value.is_null() {
+                    target.remove(key);
+                } else {
+                    merge(target.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        (target, patch) => *target = patch.clone(),
     }
 }
 
