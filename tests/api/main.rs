@@ -12,4 +12,5 @@ mod kubernetes;
 mod lifecycle;
 mod logs;
 mod procs;
+mod schedules;
 mod secrets;
