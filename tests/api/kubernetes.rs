@@ -215,7 +215,7 @@ async fn cancel_deletes_the_job_and_ends_cancelled() {
 }
 
 #[actix_web::test]
-async fn a_dropped_watch_loses_no_status_change() {
+async fn dropped_and_expired_watches_lose_no_status_change() {
     let fake = FakeKube::start();
     let app = spawn_on(&fake, Backend::Embedded, &[]).await;
     fake.set_script_for_image(
@@ -229,8 +229,12 @@ async fn a_dropped_watch_loses_no_status_change() {
     );
     register(&app, "steady", "example/steady:1", json!({})).await;
     let name = app.run("steady", json!({"NAME": "x"})).await;
-    for _ in 0..4 {
+    for round in 0..4 {
         tokio::time::sleep(Duration::from_millis(150)).await;
+        if round == 2 {
+            // The next resume finds its resourceVersion gone: 410, then a relist.
+            fake.expire_history();
+        }
         fake.drop_watches();
     }
     let execution = app.wait_until_final(&name, WAIT).await;

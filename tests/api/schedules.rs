@@ -183,6 +183,11 @@ async fn bad_schedules_get_the_originals_status_codes_with_clear_messages() {
         ),
         (with("name", json!("ghost")), 404, "no proc named ghost"),
         (json!({"time": "* * * * * *"}), 400, "missing field `name`"),
+        (
+            json!({"name": 5}),
+            400,
+            "invalid type: integer `5`, expected a string",
+        ),
     ];
     for backend in backends() {
         let app = spawn_app(backend).await;
