@@ -66,6 +66,7 @@ impl Application {
             );
         }
 
+        crate::telemetry::metrics();
         let address = (settings.app_host, settings.app_port);
         let listener = TcpListener::bind(address)
             .with_context(|| format!("cannot listen on {}:{}", address.0, address.1))?;
@@ -79,7 +80,9 @@ impl Application {
         let max_request_bytes = settings.max_request_bytes;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(api::metrics::count_requests))
                 .wrap(TracingLogger::default())
+                .wrap(sentry_actix::Sentry::new())
                 .app_data(state.clone())
                 .app_data(
                     web::JsonConfig::default()

@@ -38,8 +38,30 @@ pub fn init_sentry(settings: &Settings) -> Option<sentry::ClientInitGuard> {
     let mut options = sentry::ClientOptions::default();
     options.release = sentry::release_name!();
     options.send_default_pii = false;
+    options.before_send = Some(std::sync::Arc::new(|event| Some(scrub(event))));
     let guard = sentry::init((dsn.expose().as_str(), options));
     guard.is_enabled().then_some(guard)
+}
+
+/// Removes what may hold credentials before an event leaves: request headers, cookies
+/// and query strings, and any environment variables.
+fn scrub(mut event: sentry::protocol::Event<'static>) -> sentry::protocol::Event<'static> {
+    if let Some(request) = event.request.as_mut() {
+        request.headers.retain(|name, _| {
+            !matches!(
+                name.to_ascii_lowercase().as_str(),
+                "access-token" | "authorization" | "cookie" | "proxy-authorization"
+            )
+        });
+        request.cookies = None;
+        request.query_string = None;
+        request.env.clear();
+        request.data = None;
+    }
+    event
+        .extra
+        .retain(|key, _| !key.to_ascii_lowercase().contains("secret"));
+    event
 }
 
 /// `spawn_blocking` that keeps the current span, so a query's logs stay with its request.
@@ -50,4 +72,90 @@ where
 {
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || span.in_scope(f))
+}
+
+/// The process-wide Prometheus recorder, installed on first use; `GET /metrics`
+/// renders it.
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let seconds = &[
+            0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0,
+        ];
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .set_buckets(seconds)
+            .expect("the buckets are not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+        }
+        describe_metrics();
+        handle
+    })
+}
+
+/// The metrics proctord exports, each described once.
+pub mod names {
+    pub const EXECUTIONS_STARTED: &str = "proctor_executions_started_total";
+    pub const EXECUTIONS_FINISHED: &str = "proctor_executions_finished_total";
+    pub const EXECUTION_DURATION: &str = "proctor_execution_duration_seconds";
+    pub const DISPATCH_LATENCY: &str = "proctor_dispatch_latency_seconds";
+    pub const EXECUTIONS_RUNNING: &str = "proctor_executions_running";
+    pub const WEBSOCKET_SUBSCRIBERS: &str = "proctor_websocket_subscribers";
+    pub const LOG_LINES: &str = "proctor_log_lines_total";
+    pub const SCHEDULE_FIRES: &str = "proctor_schedule_fires_total";
+    pub const MAILS: &str = "proctor_mails_total";
+    pub const HTTP_REQUESTS: &str = "proctor_http_requests_total";
+    pub const DB_POOL_CONNECTIONS: &str = "proctor_db_pool_connections";
+}
+
+fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    use names::*;
+    describe_counter!(EXECUTIONS_STARTED, "Executions submitted, by proc");
+    describe_counter!(
+        EXECUTIONS_FINISHED,
+        "Executions that reached a final status, by proc and status"
+    );
+    describe_histogram!(
+        EXECUTION_DURATION,
+        metrics::Unit::Seconds,
+        "From start to final status, by proc and status"
+    );
+    describe_histogram!(
+        DISPATCH_LATENCY,
+        metrics::Unit::Seconds,
+        "From request to the executor accepting the run"
+    );
+    describe_gauge!(
+        EXECUTIONS_RUNNING,
+        "Executions running now (on this replica's writes)"
+    );
+    describe_gauge!(WEBSOCKET_SUBSCRIBERS, "Open log websocket sessions");
+    describe_counter!(LOG_LINES, "Log lines received from runs");
+    describe_counter!(
+        SCHEDULE_FIRES,
+        "Schedule fires, by outcome (dispatched, skipped, failed, claimed_elsewhere)"
+    );
+    describe_counter!(MAILS, "Notification mails, by result (sent, failed)");
+    describe_counter!(HTTP_REQUESTS, "HTTP requests, by method, route and status");
+    describe_gauge!(
+        DB_POOL_CONNECTIONS,
+        "Database pool connections, by state (idle, in_use)"
+    );
+}
+
+/// Reports an error to Sentry (when configured) with the execution, proc and user as
+/// tags. Messages never carry secret values.
+pub fn report(message: &str, tags: &[(&str, &str)]) {
+    sentry::with_scope(
+        |scope| {
+            for (key, value) in tags {
+                scope.set_tag(key, value);
+            }
+        },
+        || sentry::capture_message(message, sentry::Level::Error),
+    );
 }

@@ -13,6 +13,7 @@ use super::watcher::{Apply, Watcher};
 use crate::executor::{Executor, RunSpec};
 use crate::model::{ExecutionName, ProcMetadata, Status};
 use crate::store::{Execution, ExecutionStore, NewExecution, SecretStore, StoreError, Transition};
+use crate::telemetry::names;
 
 /// Runs `proc` with `args` for `user_email`.
 #[derive(Message, Debug)]
@@ -88,6 +89,7 @@ impl Actor for Dispatcher {
 impl Supervised for Dispatcher {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("Dispatcher restarting");
+        crate::telemetry::report("the Dispatcher actor restarted", &[("actor", "Dispatcher")]);
     }
 }
 
@@ -137,6 +139,7 @@ impl Handler<Execute> for Dispatcher {
         let watcher = self.watcher.clone();
         let fanout = self.fanout.clone();
         let defaults = self.defaults.clone();
+        let received_at = std::time::Instant::now();
         Box::pin(async move {
             let name = ExecutionName::generate(&msg.proc.name);
             let received = executions
@@ -190,6 +193,8 @@ impl Handler<Execute> for Dispatcher {
             };
             let applied = match executor.launch(spec).await {
                 Ok(()) => {
+                    metrics::histogram!(names::DISPATCH_LATENCY).record(received_at.elapsed());
+                    metrics::counter!(names::EXECUTIONS_STARTED, "proc" => msg.proc.name.to_string()).increment(1);
                     watcher
                         .send(Apply {
                             execution: name.clone(),
@@ -199,6 +204,14 @@ impl Handler<Execute> for Dispatcher {
                         .await??
                 }
                 Err(e) => {
+                    crate::telemetry::report(
+                        &format!("the executor refused execution {name}: {e}"),
+                        &[
+                            ("execution", name.as_str()),
+                            ("proc", msg.proc.name.as_str()),
+                            ("user", &received.user_email),
+                        ],
+                    );
                     fanout.do_send(UpstreamGone {
                         execution: name.clone(),
                     });

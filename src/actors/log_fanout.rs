@@ -304,6 +304,7 @@ impl Actor for LogFanout {
 impl Supervised for LogFanout {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("LogFanout restarting");
+        crate::telemetry::report("the LogFanout actor restarted", &[("actor", "LogFanout")]);
     }
 }
 
@@ -336,6 +337,7 @@ impl Handler<Incoming> for LogFanout {
                     tracing::warn!(%execution, lines = lines.len(), "output for an execution that is not open; dropped");
                     return;
                 };
+                metrics::counter!(crate::telemetry::names::LOG_LINES).increment(lines.len() as u64);
                 let mut batch = Vec::with_capacity(lines.len());
                 for (text, at) in lines {
                     batch.push(LogLine {

@@ -81,6 +81,7 @@ impl Actor for Mailer {
 impl Supervised for Mailer {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("Mailer restarting");
+        crate::telemetry::report("the Mailer actor restarted", &[("actor", "Mailer")]);
     }
 }
 
@@ -193,10 +194,22 @@ impl Handler<Notify> for Mailer {
                 .await;
             match sent {
                 Ok(_) => {
-                    tracing::info!(execution = %execution.name, recipients = to.len(), "notification mailed")
+                    metrics::counter!(crate::telemetry::names::MAILS, "result" => "sent")
+                        .increment(1);
+                    tracing::info!(execution = %execution.name, recipients = to.len(), "notification mailed");
                 }
                 Err(e) => {
-                    tracing::error!(execution = %execution.name, error = %e, "notification mail failed")
+                    metrics::counter!(crate::telemetry::names::MAILS, "result" => "failed")
+                        .increment(1);
+                    tracing::error!(execution = %execution.name, error = %e, "notification mail failed");
+                    crate::telemetry::report(
+                        &format!("notification mail for {} failed: {e}", execution.name),
+                        &[
+                            ("execution", &execution.name),
+                            ("proc", &execution.proc_name),
+                            ("user", &execution.user_email),
+                        ],
+                    );
                 }
             }
         });

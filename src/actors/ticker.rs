@@ -282,6 +282,13 @@ async fn fire(parts: Parts, schedule: Schedule, when: DateTime<Utc>) {
         }
     };
     let result: Result<_, crate::store::StoreError> = outcome.await;
+    let kind = match &result {
+        Ok(None) => "claimed_elsewhere",
+        Ok(Some((outcome, _))) if outcome == "dispatched" => "dispatched",
+        Ok(Some((outcome, _))) if outcome.starts_with("skipped") => "skipped",
+        _ => "failed",
+    };
+    metrics::counter!(crate::telemetry::names::SCHEDULE_FIRES, "outcome" => kind).increment(1);
     match result {
         Ok(None) => tracing::debug!(schedule = id, %when, "fire claimed by another replica"),
         Ok(Some((outcome, execution))) => {
@@ -310,6 +317,7 @@ impl Actor for Ticker {
 impl Supervised for Ticker {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("Ticker restarting");
+        crate::telemetry::report("the Ticker actor restarted", &[("actor", "Ticker")]);
         self.entries.clear();
         self.due.clear();
         self.timer = None;

@@ -145,6 +145,7 @@ impl Actor for Watcher {
 impl Supervised for Watcher {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!("Watcher restarting");
+        crate::telemetry::report("the Watcher actor restarted", &[("actor", "Watcher")]);
     }
 }
 
@@ -198,6 +199,7 @@ async fn apply(to: Announcer, msg: Apply) -> Result<Option<Execution>, StoreErro
     let written = to.executions.transition(name, status, msg.change).await?;
     if let Some(execution) = &written {
         tracing::info!(execution = name, %status, reason = execution.reason.as_deref().unwrap_or(""), "status written");
+        record_metrics(execution);
         if status.is_final() {
             to.fanout.do_send(Finished {
                 execution: msg.execution.clone(),
@@ -214,6 +216,31 @@ async fn apply(to: Announcer, msg: Apply) -> Result<Option<Execution>, StoreErro
         }
     }
     Ok(written)
+}
+
+/// Counts a written status: runs going, runs ended by status, how long they took.
+fn record_metrics(execution: &Execution) {
+    use crate::telemetry::names;
+    let status = execution.status;
+    if status == Status::Running {
+        metrics::gauge!(names::EXECUTIONS_RUNNING).increment(1.0);
+    }
+    if !status.is_final() {
+        return;
+    }
+    if execution.started_at.is_some() {
+        metrics::gauge!(names::EXECUTIONS_RUNNING).decrement(1.0);
+    }
+    let labels = [
+        ("proc", execution.proc_name.clone()),
+        ("status", status.as_str().to_owned()),
+    ];
+    metrics::counter!(names::EXECUTIONS_FINISHED, &labels).increment(1);
+    if let Some(finished) = execution.finished_at {
+        let started = execution.started_at.unwrap_or(execution.created_at);
+        let seconds = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!(names::EXECUTION_DURATION, &labels).record(seconds);
+    }
 }
 
 /// POSTs `{"name", "status"}` to the callback URL, retrying with backoff.

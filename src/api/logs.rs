@@ -179,6 +179,7 @@ impl Actor for LogSession {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        metrics::gauge!(crate::telemetry::names::WEBSOCKET_SUBSCRIBERS).increment(1.0);
         ctx.set_mailbox_capacity(MAILBOX);
         self.catch_up(Then::Subscribe, ctx);
     }
@@ -191,6 +192,10 @@ impl Actor for LogSession {
             });
         }
         Running::Stop
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        metrics::gauge!(crate::telemetry::names::WEBSOCKET_SUBSCRIBERS).decrement(1.0);
     }
 }
 

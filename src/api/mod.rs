@@ -11,6 +11,7 @@ pub mod auth;
 pub mod executions;
 pub mod health;
 pub mod logs;
+pub mod metrics;
 pub mod procs;
 pub mod schedules;
 pub mod secrets;
@@ -27,6 +28,7 @@ pub struct ApiState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/ping").route(web::get().to(health::ping)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
+        .service(resource("/metrics").route(web::get().to(metrics::render)))
         .service(
             web::scope("/jobs")
                 .wrap(actix_web::middleware::from_fn(auth::check_client_version))

@@ -172,6 +172,15 @@ impl Db {
         self.kind
     }
 
+    /// (idle, in use) connections of the pool.
+    pub fn pool_state(&self) -> (u32, u32) {
+        let state = self.pool.state();
+        (
+            state.idle_connections,
+            state.connections - state.idle_connections,
+        )
+    }
+
     /// Runs `f` with a pooled connection on the blocking pool, inside the caller's span.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where

@@ -11,6 +11,7 @@ mod hostile;
 mod kubernetes;
 mod lifecycle;
 mod logs;
+mod observability;
 mod procs;
 mod schedules;
 mod secrets;
