@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use tracing_actix_web::TracingLogger;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::actors::{self, Actors, RunDefaults};
 use crate::api::{self, ApiState};
@@ -22,7 +23,11 @@ pub struct Application {
     server: Server,
     stores: Stores,
     actors: Actors,
+    executor: Arc<dyn Executor>,
 }
+
+/// How long a graceful shutdown may take before the rest is cut short.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(20);
 
 impl Application {
     /// Opens the stores and binds the listener (port 0 picks a free one).
@@ -54,7 +59,7 @@ impl Application {
             );
         }
 
-        let actors = start_actors(&settings, &stores).await?;
+        let (actors, executor) = start_actors(&settings, &stores).await?;
         let reconciled = actors
             .watcher
             .send(actors::watcher::Reconcile)
@@ -97,6 +102,7 @@ impl Application {
         })
         .listen(listener)?
         .shutdown_timeout(10)
+        .disable_signals()
         .run();
         tracing::info!(
             "proctord listening on http://{}:{port} ({:?} database, procs in {})",
@@ -113,6 +119,7 @@ impl Application {
             server,
             stores,
             actors,
+            executor,
         })
     }
 
@@ -133,12 +140,83 @@ impl Application {
 
     /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let stopping = Stopping {
+            handle: self.server.handle(),
+            stores: self.stores.clone(),
+            actors: self.actors.clone(),
+            executor: self.executor.clone(),
+        };
+        actix_web::rt::spawn(async move {
+            wait_for_signal().await;
+            stopping.stop().await;
+        });
         self.server.await
     }
 }
 
+/// SIGTERM or SIGINT.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for signals; stop proctord with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// What a graceful shutdown needs.
+struct Stopping {
+    handle: actix_web::dev::ServerHandle,
+    stores: Stores,
+    actors: Actors,
+    executor: Arc<dyn Executor>,
+}
+
+impl Stopping {
+    /// Stops firing schedules (other replicas' claims take over), ends the local runs
+    /// as interrupted and waits until that is written, stores every buffered line and
+    /// closes the log sessions after their last line, then stops the HTTP server.
+    async fn stop(self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
+        if let Some(ticker) = &self.actors.ticker {
+            let _ = ticker.send(crate::actors::ticker::Pause).await;
+        }
+        if tokio::time::timeout_at(deadline, self.executor.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("runs did not stop in time");
+        }
+        let kind = self.executor.kind();
+        while tokio::time::Instant::now() < deadline {
+            match self.stores.executions.unfinished().await {
+                Ok(open) if open.iter().any(|e| e.executor == kind && kind == "local") => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => break,
+            }
+        }
+        let _ = tokio::time::timeout_at(
+            deadline,
+            self.actors.fanout.send(crate::actors::log_fanout::Shutdown),
+        )
+        .await;
+        self.handle.stop(true).await;
+        tracing::info!("proctord stopped");
+    }
+}
+
 /// The executor the settings pick, and the actors around it.
-async fn start_actors(settings: &Settings, stores: &Stores) -> anyhow::Result<Actors> {
+async fn start_actors(
+    settings: &Settings,
+    stores: &Stores,
+) -> anyhow::Result<(Actors, Arc<dyn Executor>)> {
     let (sinks, streams) = executor::channels();
     let executor: Arc<dyn Executor> = match settings.executor {
         ExecutorKind::Local => Arc::new(LocalExecutor::new(
@@ -157,5 +235,6 @@ async fn start_actors(settings: &Settings, stores: &Stores) -> anyhow::Result<Ac
         deadline: std::time::Duration::from_secs(settings.kube.job_active_deadline_seconds),
         retries: settings.kube.job_retries,
     };
-    Ok(actors::start(settings, stores, executor, streams, defaults))
+    let actors = actors::start(settings, stores, executor.clone(), streams, defaults);
+    Ok((actors, executor))
 }

@@ -45,7 +45,15 @@ pub enum ToSubscriber {
     Ended { status: Status },
     /// The subscriber fell more than [`SUBSCRIBER_BACKLOG_LINES`] behind and was dropped.
     Overflowed,
+    /// proctord is shutting down; every line so far has been sent.
+    ShuttingDown,
 }
+
+/// proctord is stopping: store every buffered line, send each subscriber what it is
+/// owed, then tell it the server is going away.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
 
 /// Starts tracking an execution's output (before its run is launched).
 #[derive(Message)]
@@ -385,6 +393,30 @@ impl Handler<Finished> for LogFanout {
             self.end_upstream_later(execution, ctx);
         }
         self.close_if_done(&msg.execution, ctx);
+    }
+}
+
+/// Flushes, then closes every subscriber with [`ToSubscriber::ShuttingDown`].
+impl Handler<Shutdown> for LogFanout {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
+        let (done, closed) = tokio::sync::oneshot::channel();
+        self.flush(ctx);
+        ctx.wait(fut::ready(()).map(move |(), act: &mut Self, _| {
+            for live in act.live.values_mut() {
+                for subscriber in live.subscribers.drain(..) {
+                    for batch in subscriber.backlog {
+                        subscriber.recipient.do_send(ToSubscriber::Lines(batch));
+                    }
+                    subscriber.recipient.do_send(ToSubscriber::ShuttingDown);
+                }
+            }
+            let _ = done.send(());
+        }));
+        Box::pin(async move {
+            let _ = closed.await;
+        })
     }
 }
 

@@ -27,6 +27,11 @@ pub struct Reload {
     pub id: String,
 }
 
+/// Stops firing (at shutdown): claims not made here are left to the other replicas.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Pause;
+
 /// The next fire of each schedule this Ticker holds (for the API).
 #[derive(Message)]
 #[rtype(result = "HashMap<String, DateTime<Utc>>")]
@@ -48,6 +53,7 @@ pub struct Ticker {
     entries: HashMap<String, Entry>,
     due: BTreeSet<(DateTime<Utc>, String)>,
     timer: Option<SpawnHandle>,
+    paused: bool,
 }
 
 impl Ticker {
@@ -67,6 +73,7 @@ impl Ticker {
             entries: HashMap::new(),
             due: BTreeSet::new(),
             timer: None,
+            paused: false,
         }
     }
 
@@ -114,6 +121,11 @@ impl Ticker {
     fn arm(&mut self, ctx: &mut Context<Self>) {
         if let Some(timer) = self.timer.take() {
             ctx.cancel_future(timer);
+        }
+        if self.paused {
+            self.entries.clear();
+            self.due.clear();
+            return;
         }
         if let Some((when, _)) = self.due.first() {
             let wait = (*when - Utc::now()).to_std().unwrap_or(Duration::ZERO);
@@ -340,6 +352,20 @@ impl Handler<Reload> for Ticker {
             }
             act.arm(ctx);
         }));
+    }
+}
+
+/// Drops every schedule and the timer; nothing fires here any more.
+impl Handler<Pause> for Ticker {
+    type Result = ();
+
+    fn handle(&mut self, _: Pause, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        self.entries.clear();
+        self.due.clear();
+        self.paused = true;
     }
 }
 

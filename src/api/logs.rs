@@ -207,6 +207,9 @@ impl Handler<ToSubscriber> for LogSession {
         match msg {
             ToSubscriber::Lines(lines) => self.write(&lines, ctx),
             ToSubscriber::Ended { status } => self.end(status, ctx),
+            ToSubscriber::ShuttingDown => {
+                self.close(ws::CloseCode::Away, "server shutting down", ctx)
+            }
             ToSubscriber::Overflowed => self.close(
                 ws::CloseCode::Policy,
                 &format!(

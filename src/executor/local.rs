@@ -29,7 +29,7 @@ pub const RESTART_REASON: &str = "proctord restarted while the execution was run
 
 /// One run in progress: how to stop it and how to know it stopped.
 struct Handle {
-    cancel: watch::Sender<Option<String>>,
+    cancel: watch::Sender<Option<StopRequest>>,
     finished: watch::Receiver<bool>,
 }
 
@@ -109,12 +109,32 @@ impl Executor for LocalExecutor {
             let Some(handle) = running.get(execution) else {
                 return Ok(false);
             };
-            let _ = handle.cancel.send(Some(reason.to_owned()));
+            let _ = handle
+                .cancel
+                .send(Some(StopRequest::Cancel(reason.to_owned())));
             handle.finished.clone()
         };
         let mut finished = finished;
         let _ = finished.wait_for(|done| *done).await;
         Ok(true)
+    }
+
+    async fn shutdown(&self) {
+        let finished: Vec<watch::Receiver<bool>> = {
+            let running = self.running.lock().expect("not poisoned");
+            running
+                .values()
+                .map(|handle| {
+                    let _ = handle
+                        .cancel
+                        .send(Some(StopRequest::Interrupt(SHUTDOWN_REASON.to_owned())));
+                    handle.finished.clone()
+                })
+                .collect()
+        };
+        for mut done in finished {
+            let _ = done.wait_for(|d| *d).await;
+        }
     }
 
     async fn reconcile(&self, unfinished: &[ExecutionName]) -> Vec<RunEvent> {
@@ -136,14 +156,40 @@ struct Run {
     command: Vec<String>,
     workdir: PathBuf,
     sinks: ExecutorSinks,
-    cancel: watch::Receiver<Option<String>>,
+    cancel: watch::Receiver<Option<StopRequest>>,
 }
+
+/// Why a run is stopped from outside.
+#[derive(Debug, Clone)]
+enum StopRequest {
+    /// A user cancelled it: CANCELLED.
+    Cancel(String),
+    /// proctord is shutting down: FAILED, as the run did not complete.
+    Interrupt(String),
+}
+
+impl StopRequest {
+    fn into_event(self, execution: ExecutionName, attempts: u32) -> RunEvent {
+        match self {
+            StopRequest::Cancel(reason) => RunEvent::Cancelled { execution, reason },
+            StopRequest::Interrupt(reason) => RunEvent::Failed {
+                execution,
+                exit_code: None,
+                reason,
+                attempts,
+            },
+        }
+    }
+}
+
+/// The reason of a run that proctord's shutdown ended.
+pub const SHUTDOWN_REASON: &str = "interrupted: proctord shut down while the execution was running";
 
 /// Why an attempt stopped.
 enum Stop {
     Exited(ExitStatus),
     Deadline,
-    Cancelled(String),
+    Stopped(StopRequest),
     SpawnFailed(String),
 }
 
@@ -153,8 +199,8 @@ impl Run {
         // Queued runs stay CREATED until a slot frees up; cancel works while queued.
         let permit = tokio::select! {
             permit = permits.acquire_owned() => permit.ok(),
-            reason = wait_cancelled(&mut self.cancel) => {
-                self.finish(RunEvent::Cancelled { execution, reason }).await;
+            request = wait_cancelled(&mut self.cancel) => {
+                self.finish(request.into_event(execution, 0)).await;
                 return;
             }
         };
@@ -196,10 +242,7 @@ impl Run {
                     reason: format!("exceeded its deadline of {}s", self.spec.deadline.as_secs()),
                     attempts: attempt,
                 },
-                Stop::Cancelled(reason) => RunEvent::Cancelled {
-                    execution: execution.clone(),
-                    reason,
-                },
+                Stop::Stopped(request) => request.into_event(execution.clone(), attempt),
             };
             if matches!(event, RunEvent::AttemptFailed { .. }) {
                 let _ = self.sinks.events.send(event).await;
@@ -243,7 +286,7 @@ impl Run {
                 Err(e) => Stop::SpawnFailed(format!("lost track of the process: {e}")),
             },
             () = tokio::time::sleep_until(deadline) => Stop::Deadline,
-            reason = wait_cancelled(&mut self.cancel) => Stop::Cancelled(reason),
+            request = wait_cancelled(&mut self.cancel) => Stop::Stopped(request),
         };
         if let Some(pgid) = pgid {
             // The leader is gone or going: stop whatever it left behind in its group.
@@ -332,12 +375,12 @@ impl Run {
     }
 }
 
-/// Resolves with the reason once a cancel is requested.
-async fn wait_cancelled(cancel: &mut watch::Receiver<Option<String>>) -> String {
+/// Resolves with the request once the run is to stop.
+async fn wait_cancelled(cancel: &mut watch::Receiver<Option<StopRequest>>) -> StopRequest {
     let reason = cancel
         .wait_for(Option::is_some)
         .await
-        .map(|reason| reason.clone().unwrap_or_default());
+        .map(|request| request.clone().expect("waited for Some"));
     match reason {
         Ok(reason) => reason,
         // The executor is gone: nobody can cancel any more.

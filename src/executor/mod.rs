@@ -167,6 +167,10 @@ pub trait Executor: Send + Sync + 'static {
     /// Stops the run and returns once it is stopped (`false` when it was unknown).
     async fn cancel(&self, execution: &ExecutionName, reason: &str) -> Result<bool, ExecutorError>;
 
+    /// At shutdown: stops what cannot outlive proctord (local runs end FAILED as
+    /// interrupted); runs that can (Kubernetes Jobs) go on and are re-attached later.
+    async fn shutdown(&self) {}
+
     /// At start-up: settles or re-attaches each execution left unfinished by a previous
     /// proctord; returns the events that settle them.
     async fn reconcile(&self, unfinished: &[ExecutionName]) -> Vec<RunEvent>;

@@ -71,7 +71,7 @@ async fn a_token_made_with_the_admin_commands_opens_the_api() {
     let app = proctor::app::Application::build(settings).await.unwrap();
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let response = client
         .request(Method::GET, format!("{address}/jobs/metadata"))
         .header("Email-Id", "ops@example.com")

@@ -237,6 +237,12 @@ impl std::io::Write for Capture {
     }
 }
 
+/// A plain HTTP client for tests that start proctord themselves.
+pub fn http_client() -> reqwest::Client {
+    init_test_process();
+    reqwest::Client::new()
+}
+
 /// Installs the crypto provider and the capturing log subscriber, once per process.
 fn init_test_process() {
     static ONCE: OnceLock<()> = OnceLock::new();

@@ -144,3 +144,121 @@ async fn a_restart_settles_runs_left_unfinished_and_keeps_their_logs() {
         app.wait_for_status(&fresh, "SUCCEEDED", WAIT).await;
     }
 }
+
+#[actix_web::test]
+async fn sigterm_during_a_live_log_stream_delivers_every_line_and_writes_the_final_state() {
+    use diesel::prelude::*;
+    use futures_util::StreamExt as _;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let data_dir = crate::helpers::temp_dir("sigterm");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut proctord = tokio::process::Command::new(env!("CARGO_BIN_EXE_proctord"))
+        .envs([
+            ("PROCTOR_APP_PORT", port.to_string()),
+            ("PROCTOR_DATA_DIR", data_dir.to_string_lossy().into_owned()),
+            ("PROCTOR_LOG_LEVEL", "warn".into()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = crate::helpers::http_client();
+    for _ in 0..100 {
+        if client.get(format!("{base}/ping")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let proc = json!({"name": "chatty", "image_name": "alpine:3",
+        "command": ["sh", "-c", "for i in $(seq 1 200); do echo line $i; sleep 0.05; done"]});
+    assert_eq!(
+        client
+            .post(format!("{base}/jobs/metadata"))
+            .json(&proc)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        201
+    );
+    let body: Value = client
+        .post(format!("{base}/jobs/execute"))
+        .json(&json!({"name": "chatty"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let name = body["name"].as_str().unwrap().to_owned();
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{port}/jobs/logs?job_name={name}"
+    ))
+    .await
+    .unwrap();
+
+    let mut lines = Vec::new();
+    let mut close = None;
+    let mut signalled = false;
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_secs(30), socket.next()).await
+    {
+        match message.unwrap() {
+            Message::Text(text) => lines.push(text.to_string()),
+            Message::Close(frame) => {
+                close = frame;
+                break;
+            }
+            _ => {}
+        }
+        if lines.len() == 10 && !signalled {
+            signalled = true;
+            // SAFETY: sends SIGTERM to the child proctord this test started.
+            unsafe { libc::kill(proctord.id().unwrap() as i32, libc::SIGTERM) };
+        }
+    }
+    let status = tokio::time::timeout(Duration::from_secs(30), proctord.wait())
+        .await
+        .expect("proctord exits")
+        .unwrap();
+    assert!(status.success(), "a clean exit: {status}");
+    assert!(
+        lines.len() >= 10 && lines.len() < 200,
+        "interrupted midway: {}",
+        lines.len()
+    );
+    let expected: Vec<String> = (1..=lines.len()).map(|i| format!("line {i}")).collect();
+    assert_eq!(lines, expected, "every line, in order");
+    let close = close.expect("a close frame");
+    assert_eq!(
+        (u16::from(close.code), close.reason.as_str()),
+        (1000, "FAILED")
+    );
+
+    use proctor::store::schema::{execution_logs, executions};
+    let mut conn =
+        diesel::SqliteConnection::establish(data_dir.join("proctor.db").to_str().unwrap()).unwrap();
+    let (id, status, reason): (String, String, Option<String>) = executions::table
+        .filter(executions::name.eq(&name))
+        .select((executions::id, executions::status, executions::reason))
+        .first(&mut conn)
+        .unwrap();
+    assert_eq!(status, "FAILED");
+    assert_eq!(
+        reason.as_deref(),
+        Some(proctor::executor::local::SHUTDOWN_REASON)
+    );
+    let stored: i64 = execution_logs::table
+        .filter(execution_logs::execution_id.eq(&id))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(stored as usize, lines.len(), "what was sent was stored");
+    std::fs::remove_dir_all(data_dir).unwrap();
+}

@@ -199,7 +199,7 @@ async fn sentry_gets_executor_failures_with_tags_and_without_secrets() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let base = format!("http://127.0.0.1:{api_port}");
     for _ in 0..100 {
         if client.get(format!("{base}/ping")).send().await.is_ok() {

@@ -677,7 +677,7 @@ fn two_proctord_processes_on_one_database_fire_each_second_exactly_once() {
         .build()
         .unwrap();
     let id = runtime.block_on(async {
-        let client = reqwest::Client::new();
+        let client = crate::helpers::http_client();
         let base = format!("http://127.0.0.1:{}", ports[0]);
         for _ in 0..100 {
             if client.get(format!("{base}/ping")).send().await.is_ok() {

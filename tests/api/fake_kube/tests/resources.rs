@@ -206,7 +206,7 @@ async fn list_label_selectors_match_like_the_api_servers() {
 async fn the_wire_format_is_the_api_servers_and_every_request_is_counted() {
     let (fake, client) = start();
     create(&client, job("wire", "busybox", json!({}))).await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http_client();
     let url = format!("{}/apis/batch/v1/namespaces/default/jobs", fake.url());
     let list: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(
