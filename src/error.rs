@@ -7,6 +7,16 @@ use serde_json::{Value, json};
 
 use crate::store::StoreError;
 
+/// The JSON body of every error (for the OpenAPI document; [`ApiError::body`] writes it).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What is wrong, in words.
+    pub error: String,
+    /// Structured extras, when there are any.
+    #[schema(value_type = Option<Object>)]
+    pub detail: Option<Value>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadRequest,

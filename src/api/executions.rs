@@ -13,13 +13,30 @@ use super::ApiState;
 use super::auth::Caller;
 use super::procs::find_usable;
 use crate::actors::{Cancel, DispatchError, Execute};
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorKind};
 use crate::model::{ExecutionName, Status};
 use crate::store::{Execution, ExecutionFilter};
 
 const MAX_ARG_BYTES: usize = 32 * 1024;
 
-#[derive(Debug, Deserialize)]
+/// The answer to `POST /jobs/execute`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExecuteResponse {
+    /// The execution's name: its id everywhere else.
+    pub name: String,
+    pub status: Status,
+}
+
+/// A page of `GET /api/v1/executions`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ExecutionPage {
+    pub executions: Vec<Execution>,
+    /// The `offset` of the next page, when there is one.
+    pub next_offset: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ExecuteRequest {
     pub name: String,
     #[serde(default)]
@@ -95,6 +112,21 @@ fn check_callback(url: &str) -> Result<(), ApiError> {
 }
 
 /// `POST /jobs/execute`: 201 `{"name": "<execution name>", "status": ...}`.
+#[utoipa::path(
+    post,
+    path = "/jobs/execute",
+    tag = "executions",
+    request_body = ExecuteRequest,
+    responses(
+        (status = 201, body = ExecuteResponse),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody),
+        (status = 503, description = "a dependency is down", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn execute(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -126,7 +158,10 @@ pub async fn execute(
         .await
         .map_err(DispatchError::from)??;
     tracing::info!(execution = %execution.name, proc = %execution.proc_name, by = %caller.email, status = %execution.status, "execution submitted");
-    Ok(HttpResponse::Created().json(json!({"name": execution.name, "status": execution.status})))
+    Ok(HttpResponse::Created().json(ExecuteResponse {
+        name: execution.name,
+        status: execution.status,
+    }))
 }
 
 /// Loads an execution the caller may see: 400 bad name, 404 unknown, 403 not allowed.
@@ -159,6 +194,20 @@ pub async fn find_visible(
 }
 
 /// `GET /jobs/execute/{name}/status`: the status as plain text.
+#[utoipa::path(
+    get,
+    path = "/jobs/execute/{name}/status",
+    tag = "executions",
+    params(("name" = String, Path, description = "execution name")),
+    responses(
+        (status = 200, description = "the status as plain text", body = String, content_type = "text/plain"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn get_status(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -170,7 +219,8 @@ pub async fn get_status(
         .body(execution.status.as_str()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     pub proc: Option<String>,
     pub status: Option<String>,
@@ -196,6 +246,18 @@ fn parse_time(field: &str, text: &Option<String>) -> Result<Option<NaiveDateTime
 }
 
 /// `GET /api/v1/executions`: newest first, filtered, paginated.
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions",
+    tag = "executions",
+    params(ListQuery),
+    responses(
+        (status = 200, body = ExecutionPage),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn list(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -246,14 +308,29 @@ pub async fn list(
         })
         .await?;
     let more = executions.len() as i64 > limit;
-    let page: Vec<&Execution> = executions.iter().take(limit as usize).collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "executions": page,
-        "next_offset": more.then_some(offset + limit),
-    })))
+    let mut executions = executions;
+    executions.truncate(limit as usize);
+    Ok(HttpResponse::Ok().json(ExecutionPage {
+        executions,
+        next_offset: more.then_some(offset + limit),
+    }))
 }
 
 /// `GET /api/v1/executions/{name}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions/{name}",
+    tag = "executions",
+    params(("name" = String, Path, description = "execution name")),
+    responses(
+        (status = 200, body = Execution),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn describe(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -263,7 +340,8 @@ pub async fn describe(
     Ok(HttpResponse::Ok().json(execution))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     pub since_seq: Option<i64>,
     pub limit: Option<i64>,
@@ -271,6 +349,20 @@ pub struct LogsQuery {
 
 /// `GET /api/v1/executions/{name}/logs`: stored lines after `since_seq` as text; the
 /// `Proctor-Last-Seq` header says where to continue.
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions/{name}/logs",
+    tag = "executions",
+    params(("name" = String, Path, description = "execution name"), LogsQuery),
+    responses(
+        (status = 200, description = "stored lines as text; header Proctor-Last-Seq", body = String, content_type = "text/plain"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn stored_logs(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -299,6 +391,21 @@ pub async fn stored_logs(
 
 /// `POST /api/v1/executions/{name}/cancel`: 200 with the execution once it is
 /// CANCELLED (again on a repeat); 409 when it had already ended otherwise.
+#[utoipa::path(
+    post,
+    path = "/api/v1/executions/{name}/cancel",
+    tag = "executions",
+    params(("name" = String, Path, description = "execution name")),
+    responses(
+        (status = 200, description = "CANCELLED", body = Execution),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody),
+        (status = 409, description = "conflict", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn cancel(
     state: web::Data<ApiState>,
     caller: Caller,

@@ -6,15 +6,18 @@ use actix_web::{HttpResponse, web};
 use serde_json::json;
 
 use super::ApiState;
+use crate::error::ErrorBody;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /ping` → `pong`.
+#[utoipa::path(get, path = "/ping", tag = "health", responses((status = 200, description = "pong", body = String, content_type = "text/plain")))]
 pub async fn ping() -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain").body("pong")
 }
 
 /// `GET /health/ready` → 200 when every dependency answers, else 503 naming the ones down.
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "every dependency answers"), (status = 503, description = "names what is down", body = ErrorBody)))]
 pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
     let stores = &state.stores;
     let database = stores.db.check(CHECK_TIMEOUT);

@@ -19,6 +19,7 @@ use super::executions::find_visible;
 use crate::actors::LogFanout;
 use crate::actors::log_fanout::{Subscribe, SubscribeReply, ToSubscriber, Unsubscribe};
 use crate::error::ApiError;
+use crate::error::ErrorBody;
 use crate::model::{ExecutionName, Status};
 use crate::store::{ExecutionStore, LogStore};
 
@@ -30,12 +31,27 @@ const MAILBOX: usize = 16;
 /// (an execution streamed by another replica).
 const STORE_POLL: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     pub job_name: String,
 }
 
 /// Upgrades to the log websocket after the same checks as any read of the execution.
+#[utoipa::path(
+    get,
+    path = "/jobs/logs",
+    tag = "executions",
+    params(LogsQuery),
+    responses(
+        (status = 101, description = "websocket: one text frame per line, then a close frame whose reason is the final status"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn stream(
     req: HttpRequest,
     payload: web::Payload,

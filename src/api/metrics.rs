@@ -9,6 +9,7 @@ use super::ApiState;
 use crate::telemetry::names;
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn render(state: web::Data<ApiState>) -> HttpResponse {
     let (idle, in_use) = state.stores.db.pool_state();
     metrics::gauge!(names::DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);

@@ -8,6 +8,7 @@ use crate::config::AuthMode;
 use crate::store::Stores;
 
 pub mod auth;
+pub mod docs;
 pub mod executions;
 pub mod health;
 pub mod logs;
@@ -29,6 +30,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/ping").route(web::get().to(health::ping)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
         .service(resource("/metrics").route(web::get().to(metrics::render)))
+        .service(resource("/openapi.json").route(web::get().to(docs::openapi_json)))
+        .service(resource("/docs").route(web::get().to(docs::viewer)))
+        .service(resource("/docs/swagger-ui-bundle.js").route(web::get().to(docs::viewer_script)))
+        .service(resource("/docs/swagger-ui.css").route(web::get().to(docs::viewer_style)))
         .service(
             web::scope("/jobs")
                 .wrap(actix_web::middleware::from_fn(auth::check_client_version))

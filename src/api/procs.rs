@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::Caller;
 use crate::error::ApiError;
+use crate::error::ErrorBody;
 use crate::model::{ProcMetadata, ProcName};
 
 /// The most procs one request may register.
@@ -34,6 +35,21 @@ fn parse_proc(value: Value, at: &str) -> Result<ProcMetadata, ApiError> {
 }
 
 /// `POST /jobs/metadata`: registers or updates procs; 201 with what was stored.
+#[utoipa::path(
+    post,
+    path = "/jobs/metadata",
+    tag = "procs",
+    request_body(content = ProcMetadata, description = "one proc, or an array of procs"),
+    responses(
+        (status = 201, description = "stored (one proc, or the array given)", body = ProcMetadata),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 413, description = "body too large", body = ErrorBody),
+        (status = 503, description = "a dependency is down", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn register(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -83,6 +99,17 @@ pub async fn register(
 }
 
 /// `GET /jobs/metadata`: the procs the caller may see, by name.
+#[utoipa::path(
+    get,
+    path = "/jobs/metadata",
+    tag = "procs",
+    responses(
+        (status = 200, description = "the procs the caller may use", body = [ProcMetadata]),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 503, description = "a dependency is down", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn list(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let procs: Vec<ProcMetadata> = state
         .stores
@@ -113,6 +140,20 @@ pub async fn find_usable(
 }
 
 /// `GET /jobs/metadata/{name}`.
+#[utoipa::path(
+    get,
+    path = "/jobs/metadata/{name}",
+    tag = "procs",
+    params(("name" = String, Path, description = "proc name")),
+    responses(
+        (status = 200, body = ProcMetadata),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn describe(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -123,6 +164,20 @@ pub async fn describe(
 }
 
 /// `DELETE /jobs/metadata/{name}`: removes the proc and its secrets (admins).
+#[utoipa::path(
+    delete,
+    path = "/jobs/metadata/{name}",
+    tag = "procs",
+    params(("name" = String, Path, description = "proc name")),
+    responses(
+        (status = 204, description = "removed with its secrets"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn remove(
     state: web::Data<ApiState>,
     caller: Caller,

@@ -14,12 +14,13 @@ use super::auth::Caller;
 use super::executions::check_args;
 use super::procs::find_usable;
 use crate::actors::ticker::Reload;
+use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorKind};
 use crate::model::schedule::parse_time_zone;
 use crate::model::{ConcurrencyPolicy, CronSpec, Email, ProcName};
 use crate::store::{ExecutionFilter, NewSchedule, Schedule};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleRequest {
     pub name: String,
     #[serde(default)]
@@ -67,6 +68,21 @@ fn reload(state: &ApiState, id: &str) {
 }
 
 /// `POST /jobs/schedule`: 201 with the stored schedule.
+#[utoipa::path(
+    post,
+    path = "/jobs/schedule",
+    tag = "schedules",
+    request_body = ScheduleRequest,
+    responses(
+        (status = 201, body = Schedule),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody),
+        (status = 409, description = "conflict", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn create(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -173,6 +189,17 @@ async fn find_visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Sch
 }
 
 /// `GET /jobs/schedule`: the schedules the caller may see; 204 when there are none.
+#[utoipa::path(
+    get,
+    path = "/jobs/schedule",
+    tag = "schedules",
+    responses(
+        (status = 200, body = [Schedule]),
+        (status = 204, description = "no schedules"),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn list(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let mut visible = Vec::new();
     for schedule in state.stores.schedules.list(false).await? {
@@ -187,6 +214,20 @@ pub async fn list(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResp
 }
 
 /// `GET /jobs/schedule/{id}`.
+#[utoipa::path(
+    get,
+    path = "/jobs/schedule/{id}",
+    tag = "schedules",
+    params(("id" = String, Path, description = "schedule id")),
+    responses(
+        (status = 200, body = Schedule),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn describe(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -197,6 +238,20 @@ pub async fn describe(
 }
 
 /// `DELETE /jobs/schedule/{id}`: stops it firing, on every replica.
+#[utoipa::path(
+    delete,
+    path = "/jobs/schedule/{id}",
+    tag = "schedules",
+    params(("id" = String, Path, description = "schedule id")),
+    responses(
+        (status = 200, description = "removed"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn remove(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -228,6 +283,20 @@ async fn set_enabled(
 }
 
 /// `POST /jobs/schedule/{id}/enable`.
+#[utoipa::path(
+    post,
+    path = "/jobs/schedule/{id}/enable",
+    tag = "schedules",
+    params(("id" = String, Path, description = "schedule id")),
+    responses(
+        (status = 200, body = Schedule),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn enable(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -237,6 +306,20 @@ pub async fn enable(
 }
 
 /// `POST /jobs/schedule/{id}/disable`.
+#[utoipa::path(
+    post,
+    path = "/jobs/schedule/{id}/disable",
+    tag = "schedules",
+    params(("id" = String, Path, description = "schedule id")),
+    responses(
+        (status = 200, body = Schedule),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn disable(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -246,6 +329,20 @@ pub async fn disable(
 }
 
 /// `GET /jobs/schedule/{id}/executions`: its runs, newest first, with its fires.
+#[utoipa::path(
+    get,
+    path = "/jobs/schedule/{id}/executions",
+    tag = "schedules",
+    params(("id" = String, Path, description = "schedule id")),
+    responses(
+        (status = 200, description = "recent executions and fires"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn executions(
     state: web::Data<ApiState>,
     caller: Caller,

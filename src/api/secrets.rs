@@ -5,16 +5,31 @@
 use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, web};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::ApiState;
 use super::auth::Caller;
 use super::procs::{find_usable, parse_name};
 use crate::config::Sensitive;
 use crate::error::ApiError;
+use crate::error::ErrorBody;
 use crate::model::EnvName;
 
 const MAX_SECRETS: usize = 200;
+
+/// The body of `POST /jobs/secrets` (read by hand, so no error can quote a value).
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+pub struct SecretsRequest {
+    pub job_name: String,
+    pub secrets: std::collections::HashMap<String, String>,
+}
+
+/// Which secrets a proc has: names, never values.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SecretNames {
+    pub job_name: String,
+    pub secret_names: Vec<String>,
+}
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Reads the body by hand so that no error message can quote a secret's value.
@@ -67,6 +82,20 @@ fn parse_body(body: Value) -> Result<(String, BTreeMap<EnvName, Sensitive<String
 }
 
 /// `POST /jobs/secrets`: 201 with the proc's secret names.
+#[utoipa::path(
+    post,
+    path = "/jobs/secrets",
+    tag = "secrets",
+    request_body = SecretsRequest,
+    responses(
+        (status = 201, description = "sealed and stored", body = SecretNames),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn set(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -80,10 +109,27 @@ pub async fn set(
     }
     let names = state.stores.secrets.put(&name, secrets).await?;
     tracing::info!(by = %caller.email, proc = %name, secrets = ?names, "secrets set");
-    Ok(HttpResponse::Created().json(json!({"job_name": name, "secret_names": names})))
+    Ok(HttpResponse::Created().json(SecretNames {
+        job_name: name.to_string(),
+        secret_names: names,
+    }))
 }
 
 /// `GET /jobs/secrets/{name}`: which secrets are set (names only), for whoever may use the proc.
+#[utoipa::path(
+    get,
+    path = "/jobs/secrets/{name}",
+    tag = "secrets",
+    params(("name" = String, Path, description = "proc name")),
+    responses(
+        (status = 200, description = "names only, never values", body = SecretNames),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn list_names(
     state: web::Data<ApiState>,
     caller: Caller,
@@ -91,10 +137,27 @@ pub async fn list_names(
 ) -> Result<HttpResponse, ApiError> {
     let proc = find_usable(&state, &caller, &name).await?;
     let names = state.stores.secrets.names(&proc.name).await?;
-    Ok(HttpResponse::Ok().json(json!({"job_name": proc.name, "secret_names": names})))
+    Ok(HttpResponse::Ok().json(SecretNames {
+        job_name: proc.name.to_string(),
+        secret_names: names,
+    }))
 }
 
 /// `DELETE /jobs/secrets/{name}`: removes every secret of the proc (admins).
+#[utoipa::path(
+    delete,
+    path = "/jobs/secrets/{name}",
+    tag = "secrets",
+    params(("name" = String, Path, description = "proc name")),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 400, description = "bad input", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody),
+        (status = 403, description = "not allowed", body = ErrorBody),
+        (status = 404, description = "not found", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
 pub async fn remove(
     state: web::Data<ApiState>,
     caller: Caller,

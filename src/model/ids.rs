@@ -10,8 +10,9 @@ pub const PROC_NAME_MAX: usize = 48;
 
 /// A proc's name: a DNS-1123 label (lower-case letters, digits and `-`, starting and
 /// ending with a letter or digit), at most [`PROC_NAME_MAX`] characters.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, example = "say-hello-world")]
 pub struct ProcName(String);
 
 impl ProcName {
@@ -58,8 +59,9 @@ impl<'de> Deserialize<'de> for ProcName {
 }
 
 /// An environment variable name (an arg or a secret): `[A-Za-z_][A-Za-z0-9_]*`, at most 128.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, example = "NAME")]
 pub struct EnvName(String);
 
 impl EnvName {

@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 use super::ids::{EnvName, ProcName};
 
 /// One declared arg or secret: it reaches the run as an environment variable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvVar {
     pub name: EnvName,
     #[serde(default)]
     pub description: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EnvVars {
     #[serde(default)]
     pub secrets: Vec<EnvVar>,
@@ -24,7 +24,7 @@ pub struct EnvVars {
 }
 
 /// What `POST /jobs/metadata` takes and `GET /jobs/metadata` gives back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ProcMetadata {
     pub name: ProcName,
     #[serde(default)]

@@ -36,7 +36,7 @@ struct Row {
 }
 
 /// An execution as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Execution {
     #[serde(skip)]
     pub id: String,

@@ -34,7 +34,7 @@ struct Row {
 
 /// A stored schedule, in the original's JSON shape (`name`, `time`, comma-separated
 /// `notification_emails` and `tags`) plus the additions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Schedule {
     pub id: String,
     #[serde(rename = "name")]
