@@ -140,92 +140,98 @@ impl Handler<Execute> for Dispatcher {
         let fanout = self.fanout.clone();
         let defaults = self.defaults.clone();
         let received_at = std::time::Instant::now();
-        Box::pin(async move {
-            let name = ExecutionName::generate(&msg.proc.name);
-            let received = executions
-                .insert(NewExecution {
-                    name: name.clone(),
-                    proc_name: msg.proc.name.to_string(),
-                    image: msg.proc.image_name.clone(),
-                    args: msg.args.clone(),
-                    executor: executor.kind().to_owned(),
-                    user_email: msg.user_email,
-                    schedule_id: msg.schedule_id,
-                    callback_url: msg.callback_url,
-                })
-                .await?;
-            let settle = |status, reason: String| Apply {
-                execution: name.clone(),
-                status: Some(status),
-                change: Transition {
-                    reason: Some(reason),
-                    ..Default::default()
-                },
-            };
-            let secrets = match unmet_requirement(&msg.proc, executor.as_ref(), &secrets).await {
-                Ok(secrets) => secrets,
-                Err(reason) => {
-                    let written = watcher
-                        .send(settle(Status::RequirementNotMet, reason))
-                        .await??;
-                    return Ok(written.unwrap_or(received));
-                }
-            };
-            fanout
-                .send(Open {
+        let span = tracing::info_span!("execution", proc = %msg.proc.name, execution = tracing::field::Empty);
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                let name = ExecutionName::generate(&msg.proc.name);
+                tracing::Span::current().record("execution", name.as_str());
+                let received = executions
+                    .insert(NewExecution {
+                        name: name.clone(),
+                        proc_name: msg.proc.name.to_string(),
+                        image: msg.proc.image_name.clone(),
+                        args: msg.args.clone(),
+                        executor: executor.kind().to_owned(),
+                        user_email: msg.user_email,
+                        schedule_id: msg.schedule_id,
+                        callback_url: msg.callback_url,
+                    })
+                    .await?;
+                let settle = |status, reason: String| Apply {
                     execution: name.clone(),
-                    execution_id: received.id.clone(),
-                    next_seq: 1,
-                })
-                .await?;
-            let spec = RunSpec {
-                execution: name.clone(),
-                proc_name: msg.proc.name.clone(),
-                image: msg.proc.image_name.clone(),
-                command: msg.proc.command.clone(),
-                args: msg.args,
-                secrets,
-                deadline: msg
-                    .proc
-                    .active_deadline_seconds
-                    .map_or(defaults.deadline, Duration::from_secs),
-                retries: defaults.retries,
-            };
-            let applied = match executor.launch(spec).await {
-                Ok(()) => {
-                    metrics::histogram!(names::DISPATCH_LATENCY).record(received_at.elapsed());
-                    metrics::counter!(names::EXECUTIONS_STARTED, "proc" => msg.proc.name.to_string()).increment(1);
-                    watcher
-                        .send(Apply {
-                            execution: name.clone(),
-                            status: Some(Status::Created),
-                            change: Transition::default(),
-                        })
-                        .await??
-                }
-                Err(e) => {
-                    crate::telemetry::report(
-                        &format!("the executor refused execution {name}: {e}"),
-                        &[
-                            ("execution", name.as_str()),
-                            ("proc", msg.proc.name.as_str()),
-                            ("user", &received.user_email),
-                        ],
-                    );
-                    fanout.do_send(UpstreamGone {
+                    status: Some(status),
+                    change: Transition {
+                        reason: Some(reason),
+                        ..Default::default()
+                    },
+                };
+                let secrets = match unmet_requirement(&msg.proc, executor.as_ref(), &secrets).await
+                {
+                    Ok(secrets) => secrets,
+                    Err(reason) => {
+                        let written = watcher
+                            .send(settle(Status::RequirementNotMet, reason))
+                            .await??;
+                        return Ok(written.unwrap_or(received));
+                    }
+                };
+                fanout
+                    .send(Open {
                         execution: name.clone(),
-                    });
-                    watcher
-                        .send(settle(Status::CreationFailed, e.to_string()))
-                        .await??
+                        execution_id: received.id.clone(),
+                        next_seq: 1,
+                    })
+                    .await?;
+                let spec = RunSpec {
+                    execution: name.clone(),
+                    proc_name: msg.proc.name.clone(),
+                    image: msg.proc.image_name.clone(),
+                    command: msg.proc.command.clone(),
+                    args: msg.args,
+                    secrets,
+                    deadline: msg
+                        .proc
+                        .active_deadline_seconds
+                        .map_or(defaults.deadline, Duration::from_secs),
+                    retries: defaults.retries,
+                };
+                let applied = match executor.launch(spec).await {
+                    Ok(()) => {
+                        metrics::histogram!(names::DISPATCH_LATENCY).record(received_at.elapsed());
+                        metrics::counter!(names::EXECUTIONS_STARTED, "proc" => msg.proc.name.to_string()).increment(1);
+                        watcher
+                            .send(Apply {
+                                execution: name.clone(),
+                                status: Some(Status::Created),
+                                change: Transition::default(),
+                            })
+                            .await??
+                    }
+                    Err(e) => {
+                        crate::telemetry::report(
+                            &format!("the executor refused execution {name}: {e}"),
+                            &[
+                                ("execution", name.as_str()),
+                                ("proc", msg.proc.name.as_str()),
+                                ("user", &received.user_email),
+                            ],
+                        );
+                        fanout.do_send(UpstreamGone {
+                            execution: name.clone(),
+                        });
+                        watcher
+                            .send(settle(Status::CreationFailed, e.to_string()))
+                            .await??
+                    }
+                };
+                match applied {
+                    Some(execution) => Ok(execution),
+                    // Already further along (the run started before CREATED was written).
+                    None => Ok(executions.get(name.as_str()).await?.unwrap_or(received)),
                 }
-            };
-            match applied {
-                Some(execution) => Ok(execution),
-                // Already further along (the run started before CREATED was written).
-                None => Ok(executions.get(name.as_str()).await?.unwrap_or(received)),
-            }
-        })
+            },
+            span,
+        ))
     }
 }
 

@@ -155,7 +155,11 @@ impl Handler<Apply> for Watcher {
     type Result = ResponseFuture<Result<Option<Execution>, StoreError>>;
 
     fn handle(&mut self, msg: Apply, _: &mut Context<Self>) -> Self::Result {
-        Box::pin(apply(self.announcer(), msg))
+        let span = tracing::info_span!("execution", execution = %msg.execution);
+        Box::pin(tracing::Instrument::instrument(
+            apply(self.announcer(), msg),
+            span,
+        ))
     }
 }
 

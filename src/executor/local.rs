@@ -94,12 +94,16 @@ impl Executor for LocalExecutor {
         };
         let permits = self.permits.clone();
         let running = self.running.clone();
-        tokio::spawn(async move {
-            let execution = run.spec.execution.clone();
-            run.run(permits).await;
-            running.lock().expect("not poisoned").remove(&execution);
-            let _ = finished_tx.send(true);
-        });
+        let span = tracing::info_span!("execution", execution = %run.spec.execution);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let execution = run.spec.execution.clone();
+                run.run(permits).await;
+                running.lock().expect("not poisoned").remove(&execution);
+                let _ = finished_tx.send(true);
+            },
+            span,
+        ));
         Ok(())
     }
 

@@ -219,6 +219,8 @@ impl Db {
         match db.kind() {
             DatabaseKind::Sqlite => {
                 db.migrate().await?;
+                let pragmas = db.sqlite_pragmas().await?;
+                tracing::info!("SQLite settings in effect: {pragmas}");
             }
             DatabaseKind::Postgres => {
                 let pending = db.pending_migrations().await.map_err(|e| {
@@ -232,6 +234,35 @@ impl Db {
             }
         }
         Ok(db)
+    }
+
+    /// The SQLite settings a pooled connection actually has (they are set per
+    /// connection, so this proves the set-up ran): `journal_mode=wal synchronous=1 ...`.
+    pub async fn sqlite_pragmas(&self) -> Result<String, StoreError> {
+        #[derive(diesel::QueryableByName)]
+        struct Value {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            value: String,
+        }
+        self.run(|conn| {
+            let DbConnection::Sqlite(c) = conn else {
+                return Ok(String::new());
+            };
+            let mut settings = Vec::new();
+            for (pragma, column) in [
+                ("journal_mode", "journal_mode"),
+                ("synchronous", "synchronous"),
+                ("busy_timeout", "timeout"),
+                ("foreign_keys", "foreign_keys"),
+            ] {
+                let query = format!("SELECT CAST({column} AS TEXT) AS value FROM pragma_{pragma}");
+                let rows: Vec<Value> = diesel::RunQueryDsl::load(diesel::sql_query(query), c)?;
+                let value = rows.into_iter().next().map(|v| v.value).unwrap_or_default();
+                settings.push(format!("{pragma}={value}"));
+            }
+            Ok(settings.join(" "))
+        })
+        .await
     }
 
     /// Applies the pending migrations; returns the versions applied.

@@ -151,3 +151,13 @@ async fn unknown_routes_get_a_json_404() {
     let body = json_body(response, 404).await;
     assert_eq!(body["error"], "no route for GET /no/such/thing");
 }
+
+#[actix_web::test]
+async fn every_sqlite_connection_runs_with_wal_normal_sync_a_busy_timeout_and_foreign_keys() {
+    let app = spawn_app(Backend::Embedded).await;
+    let pragmas = app.stores.db.sqlite_pragmas().await.unwrap();
+    assert_eq!(
+        pragmas,
+        "journal_mode=wal synchronous=1 busy_timeout=10000 foreign_keys=1"
+    );
+}

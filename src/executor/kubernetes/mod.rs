@@ -258,7 +258,9 @@ impl Shared {
             }
         }
         if let Some(attempt) = follow {
-            let handle = tokio::spawn(follow_log(self.clone(), execution.clone(), name.clone()));
+            let span = tracing::info_span!("execution", execution = %execution, pod = %name);
+            let follow = follow_log(self.clone(), execution.clone(), name.clone());
+            let handle = tokio::spawn(tracing::Instrument::instrument(follow, span));
             if let Some(tracked) = self.runs.lock().expect("not poisoned").get_mut(&execution) {
                 tracked.followers.push(handle);
             }
