@@ -68,6 +68,14 @@ pub fn serialize_utc<S: serde::Serializer>(t: &NaiveDateTime, s: S) -> Result<S:
     utc::serialize(t, s)
 }
 
+/// An optional stored time as RFC 3339 with `Z`, or null.
+pub fn serialize_utc_option<S: serde::Serializer>(
+    t: &Option<NaiveDateTime>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    utc_option::serialize(t, s)
+}
+
 /// Timestamps are stored naive in UTC and shown as RFC 3339 with `Z`.
 mod utc {
     use chrono::NaiveDateTime;

@@ -112,7 +112,8 @@ pub struct Fire {
     pub fire_at: NaiveDateTime,
     pub execution_id: Option<String>,
     pub outcome: String,
-    #[serde(skip)]
+    /// When this replica's claim of the fire was written.
+    #[serde(serialize_with = "super::executions::serialize_utc_option")]
     pub claimed_at: Option<NaiveDateTime>,
 }
 

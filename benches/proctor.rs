@@ -1,0 +1,790 @@
+//! Proctor's benchmarks: a real `proctord` process on loopback, driven over HTTP and
+//! websockets, measured from outside. Prints a table; never fails on a slow machine.
+//!
+//! `cargo bench --bench proctor` runs the full scenarios; `cargo test --bench proctor`
+//! (what CI runs) runs each in a smoke mode of a few seconds. Add scenario names
+//! (`dispatch fanout scheduling footprint kubernetes`) to run only those.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+// The fake Kubernetes API server of the tests, shared (its own tests compile to nothing here).
+#[path = "../tests/api/fake_kube/mod.rs"]
+#[allow(dead_code, unused_imports)]
+mod fake_kube;
+
+/// Sizes of one run of the suite.
+struct Plan {
+    smoke: bool,
+    dispatch_requests: usize,
+    sustained_for: Duration,
+    fanout_lines: usize,
+    fanout_subscribers: &'static [usize],
+    schedules_firing: usize,
+    firing_for: Duration,
+    schedules_idle: usize,
+    idle_for: Duration,
+    idle_sessions: usize,
+    kube_runs: usize,
+}
+
+impl Plan {
+    fn new(smoke: bool) -> Self {
+        if smoke {
+            Plan {
+                smoke,
+                dispatch_requests: 50,
+                sustained_for: Duration::from_secs(2),
+                fanout_lines: 10_000,
+                fanout_subscribers: &[1, 10],
+                schedules_firing: 20,
+                firing_for: Duration::from_secs(3),
+                schedules_idle: 200,
+                idle_for: Duration::from_secs(2),
+                idle_sessions: 50,
+                kube_runs: 10,
+            }
+        } else {
+            Plan {
+                smoke,
+                dispatch_requests: 3_000,
+                sustained_for: Duration::from_secs(30),
+                fanout_lines: 200_000,
+                fanout_subscribers: &[1, 10, 100],
+                schedules_firing: 1_000,
+                firing_for: Duration::from_secs(30),
+                schedules_idle: 10_000,
+                idle_for: Duration::from_secs(10),
+                idle_sessions: 1_000,
+                kube_runs: 100,
+            }
+        }
+    }
+}
+
+/// One printed row.
+struct Row {
+    scenario: &'static str,
+    backend: String,
+    metric: String,
+    value: String,
+    target: &'static str,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn sorted(mut values: Vec<f64>) -> Vec<f64> {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values
+}
+
+/// A proctord process with its own data directory (and database, on PostgreSQL).
+struct Server {
+    child: Child,
+    base: String,
+    port: u16,
+    data_dir: std::path::PathBuf,
+    database: Option<String>,
+    started_in: Duration,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn postgres_url() -> String {
+    std::env::var("PROCTOR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn psql(url: &str, sql: &str) -> bool {
+    Command::new("psql")
+        .args([url, "-qc", sql])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+impl Server {
+    async fn start(backend: &str, extra: &[(&str, String)]) -> Server {
+        let port = free_port();
+        let data_dir = std::env::temp_dir().join(format!("proctor-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut env: Vec<(String, String)> = vec![
+            ("PROCTOR_APP_PORT".into(), port.to_string()),
+            (
+                "PROCTOR_DATA_DIR".into(),
+                data_dir.to_string_lossy().into_owned(),
+            ),
+            ("PROCTOR_AUTH".into(), "off".into()),
+            ("PROCTOR_LOG_LEVEL".into(), "error".into()),
+            ("PROCTOR_LOCAL_MAX_CONCURRENT_RUNS".into(), "64".into()),
+        ];
+        let mut database = None;
+        if backend == "postgres+redis" {
+            let name = format!("proctor_bench_{}", uuid::Uuid::new_v4().simple());
+            assert!(
+                psql(&postgres_url(), &format!("CREATE DATABASE {name}")),
+                "create the bench database"
+            );
+            let url = format!("{}/{name}", postgres_url().rsplit_once('/').unwrap().0);
+            env.extend([
+                ("PROCTOR_DATABASE_URL".into(), url),
+                ("PROCTOR_REDIS_ADDRESS".into(), "127.0.0.1:6379".into()),
+                ("PROCTOR_REDIS_KEY_PREFIX".into(), format!("{name}:")),
+                (
+                    "PROCTOR_SECRETS_KEY".into(),
+                    "KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=".into(),
+                ),
+                ("PROCTOR_POSTGRES_MAX_CONNECTIONS".into(), "20".into()),
+            ]);
+            let migrated = Command::new(env!("CARGO_BIN_EXE_proctord"))
+                .arg("migrate")
+                .envs(env.clone())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(migrated.success());
+            database = Some(name);
+        }
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        let started = Instant::now();
+        let child = Command::new(env!("CARGO_BIN_EXE_proctord"))
+            .arg("serve")
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "proctord did not get ready"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Server {
+            child,
+            base,
+            port,
+            data_dir,
+            database,
+            started_in: started.elapsed(),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// User + system CPU seconds used so far.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: f64 = fields
+            .get(11)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            + fields
+                .get(12)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        ticks / 100.0
+    }
+
+    async fn register(&self, client: &reqwest::Client, name: &str, command: Value, args: &[&str]) {
+        let args: Vec<Value> = args.iter().map(|a| json!({"name": a})).collect();
+        let proc = json!({"name": name, "image_name": "alpine:3", "command": command, "env_vars": {"args": args}});
+        let response = client
+            .post(format!("{}/jobs/metadata", self.base))
+            .json(&proc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if let Some(name) = &self.database {
+            psql(
+                &postgres_url(),
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+async fn execution(client: &reqwest::Client, base: &str, name: &str) -> Value {
+    client
+        .get(format!("{base}/api/v1/executions/{name}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn seconds_between(a: &Value, b: &Value) -> Option<f64> {
+    let a = chrono::DateTime::parse_from_rfc3339(a.as_str()?).ok()?;
+    let b = chrono::DateTime::parse_from_rfc3339(b.as_str()?).ok()?;
+    Some((b - a).num_microseconds()? as f64 / 1e6)
+}
+
+async fn dispatch(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
+    let server = Server::start(backend, &[]).await;
+    let client = reqwest::Client::new();
+    server.register(&client, "noop", json!(["true"]), &[]).await;
+    // A fixed offered rate: 100 submissions a second.
+    let mut latencies = Vec::new();
+    let mut names = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..plan.dispatch_requests {
+        tick.tick().await;
+        let sent = Instant::now();
+        let response = client
+            .post(format!("{}/jobs/execute", server.base))
+            .json(&json!({"name": "noop"}))
+            .send()
+            .await
+            .unwrap();
+        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(response.status().as_u16(), 201);
+        let body: Value = response.json().await.unwrap();
+        names.push(body["name"].as_str().unwrap().to_owned());
+    }
+    let mut to_running = Vec::new();
+    for name in names.iter().step_by((names.len() / 200).max(1)) {
+        let mut record = execution(&client, &server.base, name).await;
+        for _ in 0..200 {
+            if record["status"] == "SUCCEEDED" || record["status"] == "FAILED" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            record = execution(&client, &server.base, name).await;
+        }
+        if let Some(s) = seconds_between(&record["created_at"], &record["started_at"]) {
+            to_running.push(s * 1000.0);
+        }
+    }
+    let latencies = sorted(latencies);
+    let to_running = sorted(to_running);
+    let b = backend.to_owned();
+    rows.push(Row {
+        scenario: "dispatch",
+        backend: b.clone(),
+        metric: "submit → 201 at 100/s, p50 / p99 (ms)".into(),
+        value: format!(
+            "{:.2} / {:.2}",
+            percentile(&latencies, 50.0),
+            percentile(&latencies, 99.0)
+        ),
+        target: "≤ 2 / ≤ 10",
+    });
+    rows.push(Row {
+        scenario: "dispatch",
+        backend: b.clone(),
+        metric: "submit → RUNNING, p50 / p99 (ms)".into(),
+        value: format!(
+            "{:.2} / {:.2}",
+            percentile(&to_running, 50.0),
+            percentile(&to_running, 99.0)
+        ),
+        target: "",
+    });
+
+    // The sustained rate: 32 clients submitting as fast as they are answered.
+    let deadline = Instant::now() + plan.sustained_for;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, base) = (client.clone(), server.base.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut errors, mut last) = (0usize, 0usize, None);
+                while Instant::now() < deadline {
+                    match client
+                        .post(format!("{base}/jobs/execute"))
+                        .json(&json!({"name": "noop"}))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().as_u16() == 201 => {
+                            ok += 1;
+                            last = r
+                                .json::<Value>()
+                                .await
+                                .ok()
+                                .and_then(|b| b["name"].as_str().map(str::to_owned));
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (ok, errors, last)
+            })
+        })
+        .collect();
+    let (mut accepted, mut errors, mut lasts) = (0, 0, Vec::new());
+    for worker in workers {
+        let (ok, err, last) = worker.await.unwrap();
+        accepted += ok;
+        errors += err;
+        lasts.extend(last);
+    }
+    let submitting = started.elapsed();
+    for name in &lasts {
+        for _ in 0..3000 {
+            let record = execution(&client, &server.base, name).await;
+            if !["RECEIVED", "CREATED", "RUNNING"]
+                .contains(&record["status"].as_str().unwrap_or(""))
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let completed_in = started.elapsed();
+    rows.push(Row {
+        scenario: "dispatch",
+        backend: b.clone(),
+        metric: format!(
+            "sustained, {}s: accepted/s, completed/s, errors",
+            plan.sustained_for.as_secs()
+        ),
+        value: format!(
+            "{:.0}, {:.0}, {errors}",
+            accepted as f64 / submitting.as_secs_f64(),
+            accepted as f64 / completed_in.as_secs_f64()
+        ),
+        target: "≥ 500 (Postgres)",
+    });
+}
+
+/// A websocket subscriber: counts lines, checks their order, records arrival latency.
+async fn subscribe(
+    port: u16,
+    name: String,
+) -> (usize, bool, Vec<f64>, Option<Instant>, Option<Instant>) {
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{port}/jobs/logs?job_name={name}"
+    ))
+    .await
+    .unwrap();
+    let (mut count, mut ordered, mut latencies, mut first, mut last) =
+        (0usize, true, Vec::new(), None, None);
+    while let Some(Ok(message)) = socket.next().await {
+        match message {
+            Message::Text(text) => {
+                let now = Instant::now();
+                first.get_or_insert(now);
+                last = Some(now);
+                let mut parts = text.split(' ');
+                let seq: usize = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+                count += 1;
+                ordered &= seq == count;
+                if count % 100 == 0
+                    && let Some(written) = parts.next().and_then(|t| t.parse::<f64>().ok())
+                {
+                    let arrived = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs_f64();
+                    latencies.push((arrived - written) * 1000.0);
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    (count, ordered, latencies, first, last)
+}
+
+async fn fanout(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
+    let server = Server::start(backend, &[]).await;
+    let client = reqwest::Client::new();
+    let script = "import sys, time\ntime.sleep(1.5)\nw = sys.stdout.write\nfor i in range(1, int(sys.argv[1]) + 1):\n    w(f'{i} {time.time():.6f}\\n')\n";
+    server
+        .register(
+            &client,
+            "firehose",
+            json!(["python3", "-c", script, plan.fanout_lines.to_string()]),
+            &[],
+        )
+        .await;
+    for &subscribers in plan.fanout_subscribers {
+        let response = client
+            .post(format!("{}/jobs/execute", server.base))
+            .json(&json!({"name": "firehose"}))
+            .send()
+            .await
+            .unwrap();
+        let name = response.json::<Value>().await.unwrap()["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let rss_before = server.rss_kib();
+        let tasks: Vec<_> = (0..subscribers)
+            .map(|_| tokio::spawn(subscribe(server.port, name.clone())))
+            .collect();
+        let mut peak_rss = rss_before;
+        let mut results = Vec::new();
+        for task in tasks {
+            peak_rss = peak_rss.max(server.rss_kib());
+            results.push(task.await.unwrap());
+        }
+        let complete = results
+            .iter()
+            .all(|(count, ordered, ..)| *count == plan.fanout_lines && *ordered);
+        let first = results.iter().filter_map(|r| r.3).min().unwrap();
+        let last = results.iter().filter_map(|r| r.4).max().unwrap();
+        let delivered: usize = results.iter().map(|r| r.0).sum();
+        let latencies = sorted(results.into_iter().flat_map(|r| r.2).collect());
+        rows.push(Row {
+            scenario: "fan-out",
+            backend: backend.to_owned(),
+            metric: format!("{} lines × {subscribers} subscribers: deliveries/s, latency p50/p99 (ms), all complete & ordered, peak RSS (MiB)", plan.fanout_lines),
+            value: format!("{:.0}, {:.1}/{:.1}, {complete}, {:.1}", delivered as f64 / (last - first).as_secs_f64(), percentile(&latencies, 50.0), percentile(&latencies, 99.0), peak_rss as f64 / 1024.0),
+            target: if subscribers == 100 { "≥ 2,000,000; p99 ≤ 50" } else { "" },
+        });
+    }
+}
+
+async fn scheduling(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
+    let server = Server::start(backend, &[]).await;
+    let client = reqwest::Client::new();
+    server
+        .register(&client, "tick", json!(["true"]), &["N"])
+        .await;
+    let create = |n: usize, time: &'static str| {
+        let (client, base) = (client.clone(), server.base.clone());
+        async move {
+            let body = json!({"name": "tick", "args": {"N": n.to_string()}, "time": time, "tags": "bench", "group_name": "bench"});
+            let response = client
+                .post(format!("{base}/jobs/schedule"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status().as_u16(), 201);
+            response.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let mut ids = Vec::new();
+    for n in 0..plan.schedules_firing {
+        ids.push(create(n, "* * * * * *").await);
+    }
+    tokio::time::sleep(plan.firing_for).await;
+    for id in &ids {
+        client
+            .post(format!("{}/jobs/schedule/{id}/disable", server.base))
+            .send()
+            .await
+            .unwrap();
+    }
+    let (mut delays, mut fires, mut lost_or_doubled) = (Vec::new(), 0usize, 0usize);
+    for id in &ids {
+        let history: Value = client
+            .get(format!("{}/jobs/schedule/{id}/executions", server.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut at = Vec::new();
+        for fire in history["fires"].as_array().unwrap() {
+            if let Some(delay) = seconds_between(&fire["fire_at"], &fire["claimed_at"]) {
+                delays.push(delay * 1000.0);
+            }
+            if let Some(t) = fire["fire_at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            {
+                at.push(t);
+            }
+        }
+        at.sort();
+        fires += at.len();
+        lost_or_doubled += at
+            .windows(2)
+            .filter(|w| (w[1] - w[0]).num_seconds() != 1)
+            .count();
+    }
+    let delays = sorted(delays);
+    rows.push(Row {
+        scenario: "scheduling",
+        backend: backend.to_owned(),
+        metric: format!(
+            "{} schedules every second for {}s: fires, gaps or doubles, due → claimed p50/p99 (ms)",
+            plan.schedules_firing,
+            plan.firing_for.as_secs()
+        ),
+        value: format!(
+            "{fires}, {lost_or_doubled}, {:.1}/{:.1}",
+            percentile(&delays, 50.0),
+            percentile(&delays, 99.0)
+        ),
+        target: "0 lost; p99 ≤ 100",
+    });
+    drop(server);
+
+    let server = Server::start(backend, &[]).await;
+    server
+        .register(&client, "tick", json!(["true"]), &["N"])
+        .await;
+    let loading = Instant::now();
+    for chunk in (0..plan.schedules_idle).collect::<Vec<_>>().chunks(64) {
+        let futures: Vec<_> = chunk.iter().map(|n| {
+            let (client, base) = (client.clone(), server.base.clone());
+            let n = *n;
+            async move {
+                let body = json!({"name": "tick", "args": {"N": n.to_string()}, "time": "0 0 0 1 1 *", "tags": "bench", "group_name": "bench"});
+                client.post(format!("{base}/jobs/schedule")).json(&body).send().await.unwrap();
+            }
+        }).collect();
+        futures_util::future::join_all(futures).await;
+    }
+    let loaded_in = loading.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu_before = server.cpu_seconds();
+    tokio::time::sleep(plan.idle_for).await;
+    let cpu = (server.cpu_seconds() - cpu_before) / plan.idle_for.as_secs_f64() * 100.0;
+    rows.push(Row {
+        scenario: "scheduling",
+        backend: backend.to_owned(),
+        metric: format!(
+            "idle CPU with {} schedules loaded (% of a core; created in {:.1}s)",
+            plan.schedules_idle,
+            loaded_in.as_secs_f64()
+        ),
+        value: format!("{cpu:.2}"),
+        target: "≤ 1",
+    });
+}
+
+async fn footprint(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
+    let server = Server::start(backend, &[]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle = server.rss_kib();
+    let client = reqwest::Client::new();
+    server
+        .register(&client, "sleeper", json!(["sleep", "60"]), &[])
+        .await;
+    let name = client
+        .post(format!("{}/jobs/execute", server.base))
+        .json(&json!({"name": "sleeper"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let with_run = server.rss_kib();
+    let mut sessions = Vec::new();
+    for _ in 0..plan.idle_sessions {
+        let (socket, _) = tokio_tungstenite::connect_async(format!(
+            "ws://127.0.0.1:{}/jobs/logs?job_name={name}",
+            server.port
+        ))
+        .await
+        .unwrap();
+        sessions.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with_sessions = server.rss_kib();
+    let per_session = (with_sessions.saturating_sub(with_run)) as f64 * 1024.0
+        / plan.idle_sessions as f64
+        / 1000.0;
+    rows.push(Row {
+        scenario: "footprint",
+        backend: backend.to_owned(),
+        metric: "start-up to ready (ms), idle RSS (MiB)".into(),
+        value: format!(
+            "{:.0}, {:.1}",
+            server.started_in.as_secs_f64() * 1000.0,
+            idle as f64 / 1024.0
+        ),
+        target: "≤ 200 (SQLite), ≤ 25",
+    });
+    rows.push(Row {
+        scenario: "footprint",
+        backend: backend.to_owned(),
+        metric: format!(
+            "RSS with {} idle websocket sessions (MiB), per session (KB)",
+            plan.idle_sessions
+        ),
+        value: format!("{:.1}, {per_session:.1}", with_sessions as f64 / 1024.0),
+        target: "≤ 32 KB",
+    });
+    drop(sessions);
+}
+
+async fn kubernetes(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
+    let fake = fake_kube::FakeKube::start();
+    fake.set_script_for_image("bench/noop:1", fake_kube::Script::printing(["done"]));
+    let server = Server::start(
+        backend,
+        &[
+            ("PROCTOR_EXECUTOR", "kubernetes".into()),
+            ("PROCTOR_KUBE_CLUSTER_HOST_NAME", fake.url().to_owned()),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let proc = json!({"name": "kube-noop", "image_name": "bench/noop:1"});
+    client
+        .post(format!("{}/jobs/metadata", server.base))
+        .json(&proc)
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = fake.requests();
+    let mut names = Vec::new();
+    for _ in 0..plan.kube_runs {
+        let body: Value = client
+            .post(format!("{}/jobs/execute", server.base))
+            .json(&json!({"name": "kube-noop"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        names.push(body["name"].as_str().unwrap().to_owned());
+    }
+    for name in &names {
+        for _ in 0..500 {
+            let record = execution(&client, &server.base, name).await;
+            if record["status"] == "SUCCEEDED" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let after = fake.requests();
+    let per_run = (after.total - before.total) as f64 / plan.kube_runs as f64;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_start = fake.requests().total;
+    tokio::time::sleep(plan.idle_for).await;
+    let idle = (fake.requests().total - idle_start) as f64 / plan.idle_for.as_secs_f64() * 60.0;
+    rows.push(Row {
+        scenario: "kubernetes",
+        backend: backend.to_owned(),
+        metric: "API requests per execution, per idle minute (beyond open watches)".into(),
+        value: format!("{per_run:.2}, {idle:.1}"),
+        target: "≤ 4, 0",
+    });
+}
+
+fn production_available() -> bool {
+    psql(&postgres_url(), "SELECT 1") && std::net::TcpStream::connect("127.0.0.1:6379").is_ok()
+}
+
+fn main() {
+    rustls::crypto::ring::default_provider()
+        .install_default()
+        .ok();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // `cargo bench` passes --bench; `cargo test --bench proctor` does not: smoke mode.
+    let plan = Plan::new(!args.iter().any(|a| a == "--bench"));
+    let wanted: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let runs = |name: &str| wanted.is_empty() || wanted.contains(&name);
+    let mut backends = vec!["sqlite"];
+    if production_available() {
+        backends.push("postgres+redis");
+    } else {
+        eprintln!("PostgreSQL or Redis is not reachable: measuring the embedded default only");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        for backend in &backends {
+            if runs("dispatch") {
+                dispatch(&plan, backend, &mut rows).await;
+            }
+            if runs("fanout") {
+                fanout(&plan, backend, &mut rows).await;
+            }
+            if runs("scheduling") {
+                scheduling(&plan, backend, &mut rows).await;
+            }
+            if runs("footprint") {
+                footprint(&plan, backend, &mut rows).await;
+            }
+            if runs("kubernetes") {
+                kubernetes(&plan, backend, &mut rows).await;
+            }
+        }
+    });
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "\nProctor benchmarks ({}; {cores} cores; {})",
+        if plan.smoke { "smoke mode" } else { "full" },
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    println!("| scenario | backend | metric | value | target |\n|---|---|---|---|---|");
+    let mut seen = BTreeMap::new();
+    for row in &rows {
+        *seen.entry(row.scenario).or_insert(0) += 1;
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            row.scenario, row.backend, row.metric, row.value, row.target
+        );
+    }
+}
