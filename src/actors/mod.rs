@@ -6,7 +6,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 
 use crate::config::Settings;
-use crate::executor::{Executor, ExecutorStreams};
+use crate::executor::{Executor, ExecutorStreams, RunEvent};
 use crate::store::Stores;
 
 pub mod dispatcher;
@@ -32,6 +32,16 @@ pub struct Actors {
     pub ticker: Option<Addr<Ticker>>,
 }
 
+/// How many executions' events are written at once.
+const EVENT_LANES: usize = 8;
+
+fn lane_of(execution: &crate::model::ExecutionName) -> usize {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    execution.hash(&mut hasher);
+    (hasher.finish() % EVENT_LANES as u64) as usize
+}
+
 /// Starts every actor under a supervisor and pipes the executor's events to the
 /// Watcher and its output to the LogFanout, one message at a time and in order (a
 /// full mailbox slows the executor down rather than growing memory).
@@ -43,7 +53,10 @@ pub fn start(
     defaults: RunDefaults,
 ) -> Actors {
     let logs = stores.logs.clone();
-    let fanout = Supervisor::start(move |_| LogFanout::new(logs));
+    // The LogFanout and the Ticker get threads of their own: a flood of log lines or
+    // of status writes must not delay a schedule's fire, and the reverse.
+    let fanout =
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| LogFanout::new(logs));
     let mailer = {
         let (schedules, logs) = (stores.schedules.clone(), stores.logs.clone());
         let mail = settings.mail.clone();
@@ -80,21 +93,44 @@ pub fn start(
             settings.schedule_sync_interval,
             settings.schedule_misfire_grace,
         );
-        Supervisor::start(move |_| Ticker::new(schedules, procs, dispatcher, sync, grace))
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            Ticker::new(schedules, procs, dispatcher, sync, grace)
+        })
     });
 
     let ExecutorStreams {
         mut events,
         mut logs,
     } = streams;
-    let to_watcher = watcher.clone();
+    // Events go through lanes chosen by execution: one execution's events are applied
+    // in order, different executions' side by side (a status write waits for the
+    // database; one lane for everything would cap throughput at one write at a time).
+    let lanes: Vec<tokio::sync::mpsc::Sender<RunEvent>> = (0..EVENT_LANES)
+        .map(|_| {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<RunEvent>(256);
+            let to_watcher = watcher.clone();
+            actix::spawn(async move {
+                while let Some(event) = rx.recv().await {
+                    let execution = event.execution().clone();
+                    match to_watcher.send(watcher::Apply::from(event)).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(%execution, error = %e, "cannot write a run event")
+                        }
+                        Err(e) => {
+                            tracing::error!(%execution, error = %e, "the Watcher is unavailable")
+                        }
+                    }
+                }
+            });
+            tx
+        })
+        .collect();
     actix::spawn(async move {
         while let Some(event) = events.recv().await {
-            let execution = event.execution().clone();
-            match to_watcher.send(watcher::Apply::from(event)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => tracing::error!(%execution, error = %e, "cannot write a run event"),
-                Err(e) => tracing::error!(%execution, error = %e, "the Watcher is unavailable"),
+            let lane = lane_of(event.execution());
+            if lanes[lane].send(event).await.is_err() {
+                tracing::error!("an event lane closed");
             }
         }
     });

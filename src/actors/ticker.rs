@@ -16,9 +16,6 @@ use crate::store::{ProcStore, Schedule, ScheduleStore};
 
 /// The user of a scheduled run whose schedule names none (as the original).
 pub const SCHEDULE_USER: &str = "worker@proctor";
-/// A fire later than this is skipped (and the schedule moves to its next fire) rather
-/// than run in a burst after a stall.
-const STALE_FIRE: Duration = Duration::from_secs(2);
 
 /// Picks up a schedule created, changed or deleted on this replica, at once.
 #[derive(Message)]
@@ -149,12 +146,18 @@ impl Ticker {
                 continue;
             };
             let late = (now - when).to_std().unwrap_or_default();
-            if late <= STALE_FIRE {
+            // A fire later than the misfire grace (a stall, a suspended machine) is
+            // skipped rather than run in a burst; a merely busy Ticker loses none.
+            if late <= self.misfire_grace {
                 actix::spawn(fire(parts.clone(), entry.schedule.clone(), when));
             } else {
                 tracing::warn!(schedule = %id, fire_at = %when, ?late, "fire skipped: the Ticker was stalled");
             }
-            let after = if late <= STALE_FIRE { when } else { now };
+            let after = if late <= self.misfire_grace {
+                when
+            } else {
+                now
+            };
             let anchor = Self::anchor(&entry.schedule);
             match entry.spec.next_after(after, entry.zone, anchor) {
                 Some(next) => {
