@@ -17,6 +17,25 @@ pub struct ErrorBody {
     pub detail: Option<Value>,
 }
 
+/// The answers every request about one named proc, execution or schedule may get,
+/// besides its own (for the OpenAPI document).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ClientErrors {
+    /// Bad input: a malformed name, id, query or body.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing or bad credentials.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// Not allowed for this caller.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such thing.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     BadRequest,

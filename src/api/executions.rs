@@ -13,8 +13,8 @@ use super::ApiState;
 use super::auth::Caller;
 use super::procs::find_usable;
 use crate::actors::{Cancel, DispatchError, Execute};
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorKind};
+use crate::error::{ClientErrors, ErrorBody};
 use crate::model::{ExecutionName, Status};
 use crate::store::{Execution, ExecutionFilter};
 
@@ -119,10 +119,7 @@ fn check_callback(url: &str) -> Result<(), ApiError> {
     request_body = ExecuteRequest,
     responses(
         (status = 201, body = ExecuteResponse),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody),
+        ClientErrors,
         (status = 503, description = "a dependency is down", body = ErrorBody)
     ),
     security(("email" = [], "token" = []))
@@ -201,10 +198,7 @@ pub async fn find_visible(
     params(("name" = String, Path, description = "execution name")),
     responses(
         (status = 200, description = "the status as plain text", body = String, content_type = "text/plain"),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -324,10 +318,7 @@ pub async fn list(
     params(("name" = String, Path, description = "execution name")),
     responses(
         (status = 200, body = Execution),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -356,10 +347,7 @@ pub struct LogsQuery {
     params(("name" = String, Path, description = "execution name"), LogsQuery),
     responses(
         (status = 200, description = "stored lines as text; header Proctor-Last-Seq", body = String, content_type = "text/plain"),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -398,10 +386,7 @@ pub async fn stored_logs(
     params(("name" = String, Path, description = "execution name")),
     responses(
         (status = 200, description = "CANCELLED", body = Execution),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody),
+        ClientErrors,
         (status = 409, description = "conflict", body = ErrorBody)
     ),
     security(("email" = [], "token" = []))

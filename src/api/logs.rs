@@ -19,7 +19,7 @@ use super::executions::find_visible;
 use crate::actors::LogFanout;
 use crate::actors::log_fanout::{Subscribe, SubscribeReply, ToSubscriber, Unsubscribe};
 use crate::error::ApiError;
-use crate::error::ErrorBody;
+use crate::error::ClientErrors;
 use crate::model::{ExecutionName, Status};
 use crate::store::{ExecutionStore, LogStore};
 
@@ -45,10 +45,7 @@ pub struct LogsQuery {
     params(LogsQuery),
     responses(
         (status = 101, description = "websocket: one text frame per line, then a close frame whose reason is the final status"),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]

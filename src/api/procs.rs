@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::Caller;
 use crate::error::ApiError;
-use crate::error::ErrorBody;
+use crate::error::{ClientErrors, ErrorBody};
 use crate::model::{ProcMetadata, ProcName};
 
 /// The most procs one request may register.
@@ -147,10 +147,7 @@ pub async fn find_usable(
     params(("name" = String, Path, description = "proc name")),
     responses(
         (status = 200, body = ProcMetadata),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -171,10 +168,7 @@ pub async fn describe(
     params(("name" = String, Path, description = "proc name")),
     responses(
         (status = 204, description = "removed with its secrets"),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]

@@ -14,8 +14,8 @@ use super::auth::Caller;
 use super::executions::check_args;
 use super::procs::find_usable;
 use crate::actors::ticker::Reload;
-use crate::error::ErrorBody;
 use crate::error::{ApiError, ErrorKind};
+use crate::error::{ClientErrors, ErrorBody};
 use crate::model::schedule::parse_time_zone;
 use crate::model::{ConcurrencyPolicy, CronSpec, Email, ProcName};
 use crate::store::{ExecutionFilter, NewSchedule, Schedule};
@@ -75,10 +75,7 @@ fn reload(state: &ApiState, id: &str) {
     request_body = ScheduleRequest,
     responses(
         (status = 201, body = Schedule),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody),
+        ClientErrors,
         (status = 409, description = "conflict", body = ErrorBody)
     ),
     security(("email" = [], "token" = []))
@@ -221,10 +218,7 @@ pub async fn list(state: web::Data<ApiState>, caller: Caller) -> Result<HttpResp
     params(("id" = String, Path, description = "schedule id")),
     responses(
         (status = 200, body = Schedule),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -245,10 +239,7 @@ pub async fn describe(
     params(("id" = String, Path, description = "schedule id")),
     responses(
         (status = 200, description = "removed"),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -290,10 +281,7 @@ async fn set_enabled(
     params(("id" = String, Path, description = "schedule id")),
     responses(
         (status = 200, body = Schedule),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -313,10 +301,7 @@ pub async fn enable(
     params(("id" = String, Path, description = "schedule id")),
     responses(
         (status = 200, body = Schedule),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -336,10 +321,7 @@ pub async fn disable(
     params(("id" = String, Path, description = "schedule id")),
     responses(
         (status = 200, description = "recent executions and fires"),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]

@@ -12,7 +12,7 @@ use super::auth::Caller;
 use super::procs::{find_usable, parse_name};
 use crate::config::Sensitive;
 use crate::error::ApiError;
-use crate::error::ErrorBody;
+use crate::error::ClientErrors;
 use crate::model::EnvName;
 
 const MAX_SECRETS: usize = 200;
@@ -89,10 +89,7 @@ fn parse_body(body: Value) -> Result<(String, BTreeMap<EnvName, Sensitive<String
     request_body = SecretsRequest,
     responses(
         (status = 201, description = "sealed and stored", body = SecretNames),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -123,10 +120,7 @@ pub async fn set(
     params(("name" = String, Path, description = "proc name")),
     responses(
         (status = 200, description = "names only, never values", body = SecretNames),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
@@ -151,10 +145,7 @@ pub async fn list_names(
     params(("name" = String, Path, description = "proc name")),
     responses(
         (status = 204, description = "removed"),
-        (status = 400, description = "bad input", body = ErrorBody),
-        (status = 401, description = "missing or bad credentials", body = ErrorBody),
-        (status = 403, description = "not allowed", body = ErrorBody),
-        (status = 404, description = "not found", body = ErrorBody)
+        ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
