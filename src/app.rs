@@ -79,6 +79,7 @@ impl Application {
         let state = web::Data::new(ApiState {
             stores: stores.clone(),
             actors: actors.clone(),
+            executor: executor.clone(),
             auth: settings.auth,
             min_client_version: settings.min_client_version.clone(),
         });

@@ -324,7 +324,7 @@ impl Settings {
             return Err(SettingsError::new(
                 "secrets_key",
                 "is required with PostgreSQL or Redis (every replica must seal secrets with the same key); \
-                 generate one with `openssl rand -base64 32` or `proctord keygen`",
+                 `proctord keygen` prints a new one",
             ));
         }
 
@@ -377,6 +377,7 @@ impl Settings {
         )? {
             Some(kind) => kind,
             None if kube.config.is_some()
+                || kube.cluster_host_name.is_some()
                 || std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() =>
             {
                 ExecutorKind::Kubernetes
@@ -599,7 +600,13 @@ fn read_redis(raw: &Raw) -> Result<Option<RedisSettings>, SettingsError> {
     let Some(address) = raw.optional("redis_address") else {
         return Ok(None);
     };
-    let url = if address.starts_with("redis://") || address.starts_with("rediss://") {
+    if address.starts_with("rediss://") {
+        return Err(SettingsError::new(
+            "redis_address",
+            "rediss:// (TLS) is not supported by this build; use redis:// on a private network",
+        ));
+    }
+    let url = if address.starts_with("redis://") {
         address
     } else if address.contains("://") || !address.contains(':') {
         return Err(SettingsError::new(
@@ -713,6 +720,10 @@ mod tests {
             (
                 &[("redis_address", "nonsense")],
                 "PROCTOR_REDIS_ADDRESS: expected host:port",
+            ),
+            (
+                &[("redis_address", "rediss://cache:6380")],
+                "PROCTOR_REDIS_ADDRESS: rediss:// (TLS) is not supported",
             ),
             (
                 &[("min_client_version", "one")],

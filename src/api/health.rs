@@ -27,7 +27,13 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
             None => None,
         }
     };
-    let (database, redis) = tokio::join!(database, redis);
+    let cluster = async {
+        match state.executor.kind() {
+            "kubernetes" => Some(state.executor.check().await),
+            _ => None,
+        }
+    };
+    let (database, redis, cluster) = tokio::join!(database, redis, cluster);
 
     let mut checks = serde_json::Map::new();
     let mut down = Vec::new();
@@ -44,6 +50,12 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
     record("database", database);
     if let Some(redis) = redis {
         record("redis", redis);
+    }
+    if let Some(cluster) = cluster {
+        record(
+            "kubernetes",
+            cluster.map_err(crate::store::StoreError::Task),
+        );
     }
     if down.is_empty() {
         HttpResponse::Ok().json(json!({"status": "ready", "checks": checks}))

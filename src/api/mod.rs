@@ -21,6 +21,7 @@ pub mod secrets;
 pub struct ApiState {
     pub stores: Stores,
     pub actors: Actors,
+    pub executor: std::sync::Arc<dyn crate::executor::Executor>,
     pub auth: AuthMode,
     pub min_client_version: Option<semver::Version>,
 }

@@ -167,6 +167,11 @@ pub trait Executor: Send + Sync + 'static {
     /// Stops the run and returns once it is stopped (`false` when it was unknown).
     async fn cancel(&self, execution: &ExecutionName, reason: &str) -> Result<bool, ExecutorError>;
 
+    /// Whether the executor's backend answers (the readiness check); `Err` says why not.
+    async fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// At shutdown: stops what cannot outlive proctord (local runs end FAILED as
     /// interrupted); runs that can (Kubernetes Jobs) go on and are re-attached later.
     async fn shutdown(&self) {}

@@ -335,3 +335,31 @@ async fn a_hundred_concurrent_runs_cost_a_bounded_number_of_api_requests() {
     );
     assert!(watches <= 10, "the watches are shared: {watches}");
 }
+
+#[actix_web::test]
+async fn readiness_checks_the_cluster_too() {
+    let fake = FakeKube::start();
+    let app = spawn_on(&fake, Backend::Embedded, &[]).await;
+    let body = json_body(app.ready().await, 200).await;
+    assert_eq!(body["checks"]["kubernetes"], "ok");
+
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    );
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[
+            ("executor", "kubernetes"),
+            ("kube_cluster_host_name", &dead),
+        ],
+    )
+    .await;
+    let body = json_body(app.ready().await, 503).await;
+    assert_eq!(body["error"], "kubernetes unavailable");
+    assert_eq!(body["detail"]["checks"]["database"], "ok");
+}

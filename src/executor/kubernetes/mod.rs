@@ -380,6 +380,15 @@ impl Executor for KubernetesExecutor {
         false
     }
 
+    async fn check(&self) -> Result<(), String> {
+        let version = self.shared.client.apiserver_version();
+        match tokio::time::timeout(Duration::from_secs(2), version).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the API server did not answer within 2s".into()),
+        }
+    }
+
     async fn launch(&self, run: RunSpec) -> Result<(), ExecutorError> {
         let shared = &self.shared;
         let execution = run.execution.clone();
