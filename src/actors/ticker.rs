@@ -136,7 +136,7 @@ impl Ticker {
     /// Fires everything due, moves each schedule to its next time, re-arms.
     fn tick(&mut self, ctx: &mut Context<Self>) {
         let now = Utc::now();
-        let parts = self.clone_parts();
+        let mut firing = Vec::new();
         while let Some((when, id)) = self.due.first().cloned() {
             if when > now {
                 break;
@@ -149,7 +149,7 @@ impl Ticker {
             // A fire later than the misfire grace (a stall, a suspended machine) is
             // skipped rather than run in a burst; a merely busy Ticker loses none.
             if late <= self.misfire_grace {
-                actix::spawn(fire(parts.clone(), entry.schedule.clone(), when));
+                firing.push((entry.schedule.clone(), when));
             } else {
                 tracing::warn!(schedule = %id, fire_at = %when, ?late, "fire skipped: the Ticker was stalled");
             }
@@ -168,6 +168,9 @@ impl Ticker {
                     self.entries.remove(&id);
                 }
             }
+        }
+        if !firing.is_empty() {
+            actix::spawn(fire(self.clone_parts(), firing));
         }
         self.arm(ctx);
     }
@@ -236,7 +239,7 @@ impl Ticker {
         let age = (now - last).to_std().unwrap_or_default();
         if last > anchor && age <= grace {
             // The claim makes this a no-op when the fire did happen.
-            actix::spawn(fire(self.clone_parts(), schedule.clone(), last));
+            actix::spawn(fire(self.clone_parts(), vec![(schedule.clone(), last)]));
         } else if last > anchor {
             tracing::info!(schedule = %schedule.id, fire_at = %last, "a missed fire is older than the misfire grace; not run");
         }
@@ -250,30 +253,51 @@ struct Parts {
     dispatcher: Addr<Dispatcher>,
 }
 
-/// Claims the fire; if this replica won it, runs the schedule's proc.
-async fn fire(parts: Parts, schedule: Schedule, when: DateTime<Utc>) {
+/// Claims the fires due at one instant in one transaction; runs the ones this
+/// replica won.
+async fn fire(parts: Parts, fires: Vec<(Schedule, DateTime<Utc>)>) {
+    let keys = fires
+        .iter()
+        .map(|(s, when)| (s.id.clone(), when.naive_utc()))
+        .collect();
+    let claimed = match parts.schedules.claim(keys).await {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::error!(fires = fires.len(), error = %e, "cannot claim schedule fires");
+            metrics::counter!(crate::telemetry::names::SCHEDULE_FIRES, "outcome" => "failed")
+                .increment(fires.len() as u64);
+            return;
+        }
+    };
+    for ((schedule, when), won) in fires.into_iter().zip(claimed) {
+        if won {
+            actix::spawn(run_fire(parts.clone(), schedule, when));
+        } else {
+            metrics::counter!(crate::telemetry::names::SCHEDULE_FIRES, "outcome" => "claimed_elsewhere")
+                .increment(1);
+            tracing::debug!(schedule = %schedule.id, %when, "fire claimed by another replica");
+        }
+    }
+}
+
+/// Runs a fire this replica claimed (unless Forbid says to skip it) and records how.
+async fn run_fire(parts: Parts, schedule: Schedule, when: DateTime<Utc>) {
     let fire_at: NaiveDateTime = when.naive_utc();
     let id = schedule.id.as_str();
     let outcome = async {
-        if !parts.schedules.claim(id, fire_at).await? {
-            return Ok(None);
-        }
         let policy: ConcurrencyPolicy = schedule.concurrency_policy.parse().unwrap_or_default();
         if policy == ConcurrencyPolicy::Forbid && parts.schedules.has_unfinished_run(id).await? {
-            return Ok(Some((
-                "skipped: the previous run is still going".to_owned(),
-                None,
-            )));
+            return Ok(("skipped: the previous run is still going".to_owned(), None));
         }
         let proc = match ProcName::parse(&schedule.proc_name) {
             Ok(name) => parts.procs.get(&name).await?,
             Err(_) => None,
         };
         let Some(proc) = proc else {
-            return Ok(Some((
+            return Ok((
                 format!("failed: proc {} no longer exists", schedule.proc_name),
                 None,
-            )));
+            ));
         };
         let user = if schedule.user_email.is_empty() {
             SCHEDULE_USER.to_owned()
@@ -288,25 +312,20 @@ async fn fire(parts: Parts, schedule: Schedule, when: DateTime<Utc>) {
             schedule_id: Some(schedule.id.clone()),
         };
         match parts.dispatcher.send(execute).await {
-            Ok(Ok(execution)) => Ok(Some(("dispatched".to_owned(), Some(execution.id)))),
-            Ok(Err(e)) => Ok(Some((format!("failed: {e}"), None))),
-            Err(e) => Ok(Some((
-                format!("failed: the dispatcher is unavailable: {e}"),
-                None,
-            ))),
+            Ok(Ok(execution)) => Ok(("dispatched".to_owned(), Some(execution.id))),
+            Ok(Err(e)) => Ok((format!("failed: {e}"), None)),
+            Err(e) => Ok((format!("failed: the dispatcher is unavailable: {e}"), None)),
         }
     };
     let result: Result<_, crate::store::StoreError> = outcome.await;
     let kind = match &result {
-        Ok(None) => "claimed_elsewhere",
-        Ok(Some((outcome, _))) if outcome == "dispatched" => "dispatched",
-        Ok(Some((outcome, _))) if outcome.starts_with("skipped") => "skipped",
+        Ok((outcome, _)) if outcome == "dispatched" => "dispatched",
+        Ok((outcome, _)) if outcome.starts_with("skipped") => "skipped",
         _ => "failed",
     };
     metrics::counter!(crate::telemetry::names::SCHEDULE_FIRES, "outcome" => kind).increment(1);
     match result {
-        Ok(None) => tracing::debug!(schedule = id, %when, "fire claimed by another replica"),
-        Ok(Some((outcome, execution))) => {
+        Ok((outcome, execution)) => {
             tracing::info!(schedule = id, %when, %outcome, "schedule fired");
             if let Err(e) = parts
                 .schedules

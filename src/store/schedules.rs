@@ -254,24 +254,33 @@ impl ScheduleStore {
             .await
     }
 
-    /// Claims the fire; true only for the one caller whose insert succeeded.
-    pub async fn claim(&self, id: &str, fire_at: NaiveDateTime) -> Result<bool, StoreError> {
-        let id = id.to_owned();
+    /// Claims fires in one transaction; for each, true only for the one caller (of any
+    /// replica) whose insert succeeded.
+    pub async fn claim(
+        &self,
+        fires: Vec<(String, NaiveDateTime)>,
+    ) -> Result<Vec<bool>, StoreError> {
         self.db
             .run(move |conn| {
-                let inserted = with_backend!(conn, |c| diesel::insert_into(schedule_fires::table)
-                    .values((
-                        schedule_fires::schedule_id.eq(&id),
-                        schedule_fires::fire_at.eq(fire_at),
-                        schedule_fires::outcome.eq("claimed"),
-                        schedule_fires::claimed_at.eq(super::now()),
-                    ))
-                    .execute(c));
-                match inserted {
-                    Ok(_) => Ok(true),
-                    Err(e) if is_unique_violation(&e) => Ok(false),
-                    Err(e) => Err(e.into()),
-                }
+                let claimed_at = super::now();
+                let claimed = with_backend!(conn, |c| c.transaction(|c| {
+                    fires
+                        .iter()
+                        .map(|(id, fire_at)| {
+                            diesel::insert_into(schedule_fires::table)
+                                .values((
+                                    schedule_fires::schedule_id.eq(id),
+                                    schedule_fires::fire_at.eq(fire_at),
+                                    schedule_fires::outcome.eq("claimed"),
+                                    schedule_fires::claimed_at.eq(claimed_at),
+                                ))
+                                .on_conflict_do_nothing()
+                                .execute(c)
+                                .map(|inserted| inserted == 1)
+                        })
+                        .collect::<Result<Vec<bool>, DieselError>>()
+                }))?;
+                Ok(claimed)
             })
             .await
     }
