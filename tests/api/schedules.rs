@@ -692,7 +692,7 @@ fn two_proctord_processes_on_one_database_fire_each_second_exactly_once() {
         let created: Value = response.json().await.unwrap();
         created["id"].as_str().unwrap().to_owned()
     });
-    std::thread::sleep(Duration::from_secs(12));
+    std::thread::sleep(Duration::from_secs(14));
     for replica in &mut replicas {
         let _ = replica.kill();
         let _ = replica.wait();
