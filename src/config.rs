@@ -18,8 +18,15 @@ use base64::Engine as _;
 /// The compiled-in defaults: the one place a default value is written.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
-/// Environment variables read outside the settings table (they pick the files).
-const META_VARIABLES: &[&str] = &["PROCTOR_ENVIRONMENT", "PROCTOR_CONFIG_DIR"];
+/// Environment variables read outside the settings table: the two that pick the files,
+/// and the `proctor` CLI's own variables, which may share proctord's shell.
+const META_VARIABLES: &[&str] = &[
+    "PROCTOR_ENVIRONMENT",
+    "PROCTOR_CONFIG_DIR",
+    "PROCTOR_HOST",
+    "PROCTOR_URL",
+    "PROCTOR_CONFIG_HOME",
+];
 
 /// A value that must never be printed: `Debug` shows `[redacted]`.
 #[derive(Clone, Default, PartialEq, Eq)]

@@ -5,7 +5,8 @@
 //! works through the [`store`] (the only place diesel and Redis appear) over the pure
 //! domain in [`model`]. [`app`] wires them into an actix-web server from the
 //! [`config`] settings; [`error`] is the API's error contract; [`telemetry`] sets up
-//! logging and Sentry.
+//! logging and Sentry. [`cli`] is the `proctor` client, which speaks to proctord over
+//! HTTP only.
 
 /// The actors: Dispatcher, Watcher, LogFanout, under one supervision tree.
 pub mod actors;
@@ -13,6 +14,8 @@ pub mod actors;
 pub mod api;
 /// `Application::build(settings)`: stores, then the HTTP server.
 pub mod app;
+/// `proctor`, the command-line client: its commands, configuration and REST/websocket client.
+pub mod cli;
 /// Settings from `config/*.toml` and `PROCTOR_*` variables.
 pub mod config;
 /// The API's error kinds, their status codes and JSON body.

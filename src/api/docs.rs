@@ -16,6 +16,7 @@ use super::{executions, health, logs, metrics, procs, schedules, secrets};
     paths(
         health::ping,
         health::ready,
+        health::version,
         metrics::render,
         procs::register,
         procs::list,

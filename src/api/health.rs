@@ -1,4 +1,5 @@
-//! Liveness (`/ping`, the original's) and readiness (`/health/ready`: the database and Redis).
+//! Liveness (`/ping`, the original's), readiness (`/health/ready`: the database and Redis)
+//! and `/version` (proctord's, and the oldest client it accepts).
 
 use std::time::Duration;
 
@@ -65,4 +66,23 @@ pub async fn ready(state: web::Data<ApiState>) -> HttpResponse {
             "detail": {"checks": checks},
         }))
     }
+}
+
+/// The answer to `GET /version`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VersionInfo {
+    /// proctord's version.
+    pub version: &'static str,
+    /// The oldest `Client-Version` accepted (PROCTOR_MIN_CLIENT_VERSION), when set.
+    pub min_client_version: Option<String>,
+}
+
+/// `GET /version` → proctord's version and the oldest client it accepts, so a client
+/// can warn before its requests are refused.
+#[utoipa::path(get, path = "/version", tag = "health", responses((status = 200, body = VersionInfo)))]
+pub async fn version(state: web::Data<ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(VersionInfo {
+        version: env!("CARGO_PKG_VERSION"),
+        min_client_version: state.min_client_version.as_ref().map(|v| v.to_string()),
+    })
 }

@@ -30,6 +30,7 @@ pub struct ApiState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/ping").route(web::get().to(health::ping)))
         .service(resource("/health/ready").route(web::get().to(health::ready)))
+        .service(resource("/version").route(web::get().to(health::version)))
         .service(resource("/metrics").route(web::get().to(metrics::render)))
         .service(resource("/openapi.json").route(web::get().to(docs::openapi_json)))
         .service(resource("/docs").route(web::get().to(docs::viewer)))

@@ -3,6 +3,7 @@
 
 mod admin;
 mod auth;
+mod cli;
 mod executions;
 mod fake_kube;
 mod health;

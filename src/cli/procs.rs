@@ -1,0 +1,158 @@
+//! `proctor list`, `proctor describe PROC` and `proctor register FILE...`.
+
+use std::path::PathBuf;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use super::client::Client;
+use super::error::CliError;
+use super::output::{self, Details, Format, text};
+
+const NO_PROC_HINT: &str = "`proctor list` shows the procs you may use";
+
+/// `proctor list`: the procs the caller may use, by name, with their descriptions.
+pub async fn list(client: &Client, format: Format) -> Result<(), CliError> {
+    let mut procs: Vec<Value> = client.get_json("/jobs/metadata", NO_PROC_HINT).await?;
+    procs.sort_by(|a, b| text(a, "name").cmp(text(b, "name")));
+    if format == Format::Json {
+        output::json(&procs);
+        return Ok(());
+    }
+    if procs.is_empty() {
+        output::line("No procs yet: an admin registers one with `proctor register metadata.json`");
+        return Ok(());
+    }
+    let mut table = output::table(&["NAME", "DESCRIPTION"]);
+    for proc in &procs {
+        table.add_row([text(proc, "name"), text(proc, "description")]);
+    }
+    output::print_table(table);
+    Ok(())
+}
+
+/// `proctor describe PROC`: what it does, what it takes, who may run it, who made it.
+pub async fn describe(client: &Client, name: &str, format: Format) -> Result<(), CliError> {
+    let proc: Value = client
+        .get_json(&format!("/jobs/metadata/{}", segment(name)), NO_PROC_HINT)
+        .await?;
+    if format == Format::Json {
+        output::json(&proc);
+        return Ok(());
+    }
+    let vars = |kind: &str| -> String {
+        let vars: Vec<&Value> = proc["env_vars"][kind]
+            .as_array()
+            .map(|v| v.iter().collect())
+            .unwrap_or_default();
+        if vars.is_empty() {
+            return "(none)".into();
+        }
+        let width = vars
+            .iter()
+            .map(|v| text(v, "name").len())
+            .max()
+            .unwrap_or(0);
+        vars.iter()
+            .map(|v| {
+                format!("{:<width$}  {}", text(v, "name"), text(v, "description"))
+                    .trim_end()
+                    .to_owned()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let groups: Vec<&str> = proc["authorized_groups"]
+        .as_array()
+        .map(|g| g.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut details = Details::new();
+    details
+        .row("Name", text(&proc, "name"))
+        .row("Description", text(&proc, "description"))
+        .row("Image", text(&proc, "image_name"))
+        .row("Args", vars("args"))
+        .row("Secrets", vars("secrets"))
+        .row(
+            "Authorized groups",
+            if groups.is_empty() {
+                "(every user)".to_owned()
+            } else {
+                groups.join(", ")
+            },
+        )
+        .row("Author", text(&proc, "author"))
+        .row("Contributors", text(&proc, "contributors"))
+        .row("Organization", text(&proc, "organization"));
+    if let Some(command) = proc["command"].as_array() {
+        let parts: Vec<&str> = command.iter().filter_map(Value::as_str).collect();
+        details.row("Command", output::shell_words(&parts));
+    }
+    if let Some(deadline) = proc["active_deadline_seconds"].as_u64() {
+        details.row("Deadline", format!("{deadline}s"));
+    }
+    details.print();
+    let args: Vec<&str> = proc["env_vars"]["args"]
+        .as_array()
+        .map(|a| a.iter().map(|v| text(v, "name")).collect())
+        .unwrap_or_default();
+    output::line("");
+    output::line(&format!(
+        "Run it: proctor execute {}{}",
+        text(&proc, "name"),
+        args.iter().map(|a| format!(" {a}=...")).collect::<String>()
+    ));
+    Ok(())
+}
+
+/// `proctor register FILE...`: registers or updates the procs in metadata JSON files
+/// (one proc or an array each); admins only.
+pub async fn register(client: &Client, files: &[PathBuf], format: Format) -> Result<(), CliError> {
+    let mut procs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| CliError::usage(format!("cannot read {}: {e}", file.display())))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| {
+            CliError::usage(format!("{} is not valid JSON: {e}", file.display())).with_hint(
+                "a proc's metadata is a JSON object (see examples/say-hello-world/metadata.json)",
+            )
+        })?;
+        match value {
+            Value::Array(items) => procs.extend(items),
+            other => procs.push(other),
+        }
+    }
+    let response = client
+        .send(
+            client.request(Method::POST, "/jobs/metadata").json(&procs),
+            NO_PROC_HINT,
+        )
+        .await?;
+    let stored: Vec<Value> = client.read_json(response).await?;
+    if format == Format::Json {
+        output::json(&stored);
+        return Ok(());
+    }
+    for proc in &stored {
+        output::line(&format!("Registered proc {}", text(proc, "name")));
+    }
+    Ok(())
+}
+
+/// A name as one URL path segment (names are validated by proctord; this keeps a
+/// stray `/` or `?` from changing the route).
+pub fn segment(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c.to_string(),
+            other => {
+                let mut buf = [0u8; 4];
+                other
+                    .encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("%{b:02X}"))
+                    .collect()
+            }
+        })
+        .collect()
+}
