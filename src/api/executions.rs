@@ -15,7 +15,7 @@ use super::procs::find_usable;
 use crate::actors::{Cancel, DispatchError, Execute};
 use crate::error::{ApiError, ErrorKind};
 use crate::error::{ClientErrors, ErrorBody};
-use crate::model::{ExecutionName, Status};
+use crate::model::{ExecutionName, ProcMetadata, Status};
 use crate::store::{Execution, ExecutionFilter};
 
 const MAX_ARG_BYTES: usize = 32 * 1024;
@@ -68,8 +68,8 @@ impl From<DispatchError> for ApiError {
 
 /// Checks the given args against the proc's declared ones: 400 naming the unknown and
 /// the missing.
-pub fn check_args(declared: &[String], given: &BTreeMap<String, String>) -> Result<(), ApiError> {
-    let declared: BTreeSet<&str> = declared.iter().map(String::as_str).collect();
+pub fn check_args(proc: &ProcMetadata, given: &BTreeMap<String, String>) -> Result<(), ApiError> {
+    let declared: BTreeSet<&str> = proc.env_vars.args.iter().map(|a| a.name.as_str()).collect();
     let unknown: Vec<&str> = given
         .keys()
         .map(String::as_str)
@@ -132,13 +132,7 @@ pub async fn execute(
     let request = body.into_inner();
     let proc = find_usable(&state, &caller, &request.name).await?;
     let args = request.args.unwrap_or_default();
-    let declared: Vec<String> = proc
-        .env_vars
-        .args
-        .iter()
-        .map(|a| a.name.to_string())
-        .collect();
-    check_args(&declared, &args)?;
+    check_args(&proc, &args)?;
     if let Some(url) = &request.callback_url {
         check_callback(url)?;
     }

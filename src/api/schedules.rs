@@ -112,13 +112,7 @@ pub async fn create(
         .map_err(ApiError::bad_request)?;
     let proc = find_usable(&state, &caller, &request.name).await?;
     let args = request.args.unwrap_or_default();
-    let declared: Vec<String> = proc
-        .env_vars
-        .args
-        .iter()
-        .map(|a| a.name.to_string())
-        .collect();
-    check_args(&declared, &args)?;
+    check_args(&proc, &args)?;
     let created = state
         .stores
         .schedules
