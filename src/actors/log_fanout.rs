@@ -2,7 +2,10 @@
 //! stores every line in `execution_logs` in batches, and forwards it to every
 //! subscriber. A late subscriber reads the stored lines first, then subscribes from the
 //! last one it has, so it sees every line once, in order. A subscriber that falls
-//! too far behind is dropped and told; the others never wait for it.
+//! too far behind is unsubscribed and told, and reads on from the store; the others
+//! never wait for it. Storing runs beside delivery: subscribers get a line as soon
+//! as it arrives, and the run's output slows only when the store falls
+//! [`MAX_UNSTORED_LINES`] behind.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -22,6 +25,9 @@ const FLUSH_LINES: usize = 5_000;
 /// Stored lines kept in memory per execution so a subscriber catching up from the
 /// store can join without a gap.
 const RECENT_LINES: usize = 2_048;
+/// Lines received and not yet stored beyond which the LogFanout waits for the store
+/// before it takes more (a bound on memory whatever the runs print).
+const MAX_UNSTORED_LINES: usize = 50_000;
 /// Lines a subscriber may lag behind before it is dropped.
 pub const SUBSCRIBER_BACKLOG_LINES: usize = 10_000;
 /// How long after its final status an execution's output may still arrive.
@@ -43,8 +49,9 @@ pub enum ToSubscriber {
     Lines(Arc<Vec<LogLine>>),
     /// Every line has been sent; the execution ended in `status`.
     Ended { status: Status },
-    /// The subscriber fell more than [`SUBSCRIBER_BACKLOG_LINES`] behind and was dropped.
-    Overflowed,
+    /// The subscriber fell more than [`SUBSCRIBER_BACKLOG_LINES`] behind and was
+    /// unsubscribed: it reads on from the store (at its own pace), then subscribes again.
+    FellBehind,
     /// proctord is shutting down; every line so far has been sent.
     ShuttingDown,
 }
@@ -147,7 +154,7 @@ impl Subscriber {
             }
         }
         if self.backlog_lines > SUBSCRIBER_BACKLOG_LINES {
-            self.recipient.do_send(ToSubscriber::Overflowed);
+            self.recipient.do_send(ToSubscriber::FellBehind);
             return false;
         }
         true
@@ -157,10 +164,13 @@ impl Subscriber {
 struct Live {
     execution_id: String,
     next_seq: i64,
-    /// Lines not yet stored, in order.
-    unflushed: Vec<LogLine>,
-    /// The last stored lines, for subscribers catching up.
-    recent: VecDeque<LogLine>,
+    /// Lines in memory, in order: every line not yet stored, and up to
+    /// [`RECENT_LINES`] stored ones before them for subscribers catching up.
+    lines: VecDeque<LogLine>,
+    /// The last line handed to a write.
+    sent_upto: i64,
+    /// The last line known stored.
+    stored_upto: i64,
     subscribers: Vec<Subscriber>,
     upstream_ended: bool,
     status: Option<Status>,
@@ -171,17 +181,32 @@ struct Live {
 impl Live {
     /// The oldest seq still in memory.
     fn oldest_in_memory(&self) -> i64 {
-        self.recent
-            .front()
-            .or(self.unflushed.first())
-            .map_or(self.next_seq, |line| line.seq)
+        self.lines.front().map_or(self.next_seq, |line| line.seq)
+    }
+
+    /// Every line it will get is stored.
+    fn complete(&self) -> bool {
+        self.upstream_ended && self.stored_upto == self.next_seq - 1
     }
 }
+
+/// A write finished: the lines up to each seq are stored.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Stored(Vec<(ExecutionName, i64)>);
 
 pub struct LogFanout {
     logs: LogStore,
     live: HashMap<ExecutionName, Live>,
     next_subscriber: u64,
+    /// A write is in flight (one at a time, so lines are stored in order).
+    writing: bool,
+    /// Resolves when the write in flight has stored its lines.
+    write_done: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Lines received and not yet stored, over every execution.
+    unstored: usize,
+    /// Who waits for every line received so far to be stored (shutdown).
+    idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl LogFanout {
@@ -190,49 +215,103 @@ impl LogFanout {
             logs,
             live: HashMap::new(),
             next_subscriber: 1,
+            writing: false,
+            write_done: None,
+            unstored: 0,
+            idle_waiters: Vec::new(),
         }
     }
 
-    /// Writes every buffered line, retrying until the store takes them; the actor
-    /// handles nothing else meanwhile, which slows the runs' output instead of
-    /// growing memory.
+    /// Hands every line not yet in a write to a new write, unless one is in flight
+    /// (its end starts the next). The write runs on its own task, retrying until the
+    /// store takes the lines: subscribers get lines while it runs.
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let rows: Vec<StoredLine> = self
-            .live
-            .values()
-            .flat_map(|live| {
-                live.unflushed.iter().map(|line| StoredLine {
-                    execution_id: live.execution_id.clone(),
-                    seq: line.seq,
-                    line: line.text.clone(),
-                    logged_at: line.at,
-                })
-            })
-            .collect();
+        if self.writing {
+            return;
+        }
+        let mut rows = Vec::new();
+        let mut upto = Vec::new();
+        for (execution, live) in &mut self.live {
+            let pending = live.lines.iter().filter(|line| line.seq > live.sent_upto);
+            let before = rows.len();
+            rows.extend(pending.map(|line| StoredLine {
+                execution_id: live.execution_id.clone(),
+                seq: line.seq,
+                line: line.text.clone(),
+                logged_at: line.at,
+            }));
+            if rows.len() > before {
+                live.sent_upto = live.next_seq - 1;
+                upto.push((execution.clone(), live.sent_upto));
+            }
+        }
         if rows.is_empty() {
             return;
         }
+        let (done, finished) = tokio::sync::oneshot::channel();
+        self.writing = true;
+        self.write_done = Some(finished);
         let logs = self.logs.clone();
-        let write = async move {
+        let me = ctx.address();
+        actix::spawn(async move {
             let mut delay = Duration::from_millis(100);
-            loop {
-                match logs.append(rows.clone()).await {
-                    Ok(()) => return,
-                    Err(e) => {
-                        tracing::error!(error = %e, lines = rows.len(), "cannot store log lines; retrying");
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                    }
+            while let Err(e) = logs.append(rows.clone()).await {
+                tracing::error!(error = %e, lines = rows.len(), "cannot store log lines; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            let _ = done.send(());
+            me.do_send(Stored(upto));
+        });
+    }
+
+    /// More than [`MAX_UNSTORED_LINES`] wait for the store: handle nothing else until
+    /// the write in flight ends. The executors' channel fills and the runs' output
+    /// slows, instead of memory growing.
+    fn hold_back_if_behind(&mut self, ctx: &mut Context<Self>) {
+        if self.unstored < MAX_UNSTORED_LINES {
+            return;
+        }
+        if let Some(finished) = self.write_done.take() {
+            ctx.wait(
+                async move {
+                    let _ = finished.await;
                 }
+                .into_actor(self),
+            );
+        }
+    }
+
+    /// After a write, or when an execution's state changes: releases whoever waits
+    /// for stored lines and closes the streams that are done.
+    fn settle(&mut self, ctx: &mut Context<Self>) {
+        let done: Vec<ExecutionName> = self
+            .live
+            .iter_mut()
+            .filter(|(_, live)| live.complete())
+            .map(|(execution, live)| {
+                for drain in live.drains.drain(..) {
+                    let _ = drain.send(());
+                }
+                execution.clone()
+            })
+            .collect();
+        for execution in done {
+            self.close_if_done(&execution);
+        }
+        if self.unstored == 0 && !self.writing {
+            for waiter in self.idle_waiters.drain(..) {
+                let _ = waiter.send(());
             }
-        };
-        ctx.wait(write.into_actor(self).map(|(), act, _| {
-            for live in act.live.values_mut() {
-                live.recent.extend(live.unflushed.drain(..));
-                let excess = live.recent.len().saturating_sub(RECENT_LINES);
-                live.recent.drain(..excess);
-            }
-        }));
+        }
+        let waiting = !self.idle_waiters.is_empty()
+            || self
+                .live
+                .values()
+                .any(|live| live.upstream_ended && !live.complete());
+        if waiting || self.unstored >= FLUSH_LINES {
+            self.flush(ctx);
+        }
     }
 
     /// The output ended: store what is buffered, release the drains, close if the
@@ -245,16 +324,7 @@ impl LogFanout {
             return;
         }
         live.upstream_ended = true;
-        self.flush(ctx);
-        let execution_name = execution.clone();
-        ctx.wait(fut::ready(()).map(move |(), act: &mut Self, _| {
-            if let Some(live) = act.live.get_mut(&execution_name) {
-                for drain in live.drains.drain(..) {
-                    let _ = drain.send(());
-                }
-            }
-        }));
-        self.close_if_done(execution, ctx);
+        self.settle(ctx);
     }
 
     /// Output that has not ended [`UPSTREAM_GRACE`] from now is taken as ended.
@@ -267,30 +337,27 @@ impl LogFanout {
         });
     }
 
-    /// Closes the execution's stream once its output has ended and its status is known.
-    fn close_if_done(&mut self, execution: &ExecutionName, ctx: &mut Context<Self>) {
+    /// Closes the execution's stream once its output has ended and is stored, and its
+    /// status is known.
+    fn close_if_done(&mut self, execution: &ExecutionName) {
         let Some(live) = self.live.get(execution) else {
             return;
         };
-        if !(live.upstream_ended && live.status.is_some()) {
+        let Some(status) = live.status else {
+            return;
+        };
+        if !live.complete() {
             return;
         }
-        self.flush(ctx);
-        let execution = execution.clone();
-        ctx.wait(fut::ready(()).map(move |(), act: &mut Self, _| {
-            let Some(live) = act.live.remove(&execution) else {
-                return;
-            };
-            let status = live.status.expect("checked above");
-            for mut subscriber in live.subscribers {
-                // The last lines and the end go past the mailbox bound: a subscriber
-                // still here is within its backlog, so this is bounded too.
-                for batch in subscriber.backlog.drain(..) {
-                    subscriber.recipient.do_send(ToSubscriber::Lines(batch));
-                }
-                subscriber.recipient.do_send(ToSubscriber::Ended { status });
+        let live = self.live.remove(execution).expect("checked above");
+        for mut subscriber in live.subscribers {
+            // The last lines and the end go past the mailbox bound: a subscriber still
+            // here is within its backlog, so this is bounded too.
+            for batch in subscriber.backlog.drain(..) {
+                subscriber.recipient.do_send(ToSubscriber::Lines(batch));
             }
-        }));
+            subscriber.recipient.do_send(ToSubscriber::Ended { status });
+        }
     }
 }
 
@@ -324,8 +391,9 @@ impl Handler<Open> for LogFanout {
         self.live.entry(msg.execution).or_insert_with(|| Live {
             execution_id: msg.execution_id,
             next_seq: msg.next_seq,
-            unflushed: Vec::new(),
-            recent: VecDeque::new(),
+            lines: VecDeque::new(),
+            sent_upto: msg.next_seq - 1,
+            stored_upto: msg.next_seq - 1,
             subscribers: Vec::new(),
             upstream_ended: false,
             status: None,
@@ -355,17 +423,38 @@ impl Handler<Incoming> for LogFanout {
                     });
                     live.next_seq += 1;
                 }
-                live.unflushed.extend(batch.iter().cloned());
+                self.unstored += batch.len();
+                live.lines.extend(batch.iter().cloned());
                 let batch = Arc::new(batch);
                 live.subscribers
                     .retain_mut(|subscriber| subscriber.deliver(Some(batch.clone())));
-                let buffered: usize = self.live.values().map(|l| l.unflushed.len()).sum();
-                if buffered >= FLUSH_LINES {
+                if self.unstored >= FLUSH_LINES {
                     self.flush(ctx);
                 }
+                self.hold_back_if_behind(ctx);
             }
             LogEvent::Ended { execution } => self.upstream_ended(&execution, ctx),
         }
+    }
+}
+
+/// A write ended: moves each execution's stored mark and trims what memory keeps.
+impl Handler<Stored> for LogFanout {
+    type Result = ();
+
+    fn handle(&mut self, Stored(upto): Stored, ctx: &mut Context<Self>) {
+        self.writing = false;
+        self.write_done = None;
+        for (execution, seq) in upto {
+            let Some(live) = self.live.get_mut(&execution) else {
+                continue;
+            };
+            self.unstored -= usize::try_from(seq - live.stored_upto).unwrap_or(0);
+            live.stored_upto = seq;
+            let stored = live.lines.iter().take_while(|line| line.seq <= seq).count();
+            live.lines.drain(..stored.saturating_sub(RECENT_LINES));
+        }
+        self.settle(ctx);
     }
 }
 
@@ -392,31 +481,43 @@ impl Handler<Finished> for LogFanout {
             let execution = msg.execution.clone();
             self.end_upstream_later(execution, ctx);
         }
-        self.close_if_done(&msg.execution, ctx);
+        self.close_if_done(&msg.execution);
     }
 }
 
-/// Flushes, then closes every subscriber with [`ToSubscriber::ShuttingDown`].
+/// Stores every line, then closes every subscriber with [`ToSubscriber::ShuttingDown`].
 impl Handler<Shutdown> for LogFanout {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
-        let (done, closed) = tokio::sync::oneshot::channel();
-        self.flush(ctx);
-        ctx.wait(fut::ready(()).map(move |(), act: &mut Self, _| {
-            for live in act.live.values_mut() {
-                for subscriber in live.subscribers.drain(..) {
-                    for batch in subscriber.backlog {
-                        subscriber.recipient.do_send(ToSubscriber::Lines(batch));
-                    }
-                    subscriber.recipient.do_send(ToSubscriber::ShuttingDown);
-                }
-            }
-            let _ = done.send(());
-        }));
+        let (done, stored) = tokio::sync::oneshot::channel();
+        self.idle_waiters.push(done);
+        self.settle(ctx);
+        let me = ctx.address();
         Box::pin(async move {
-            let _ = closed.await;
+            let _ = stored.await;
+            let _ = me.send(CloseAll).await;
         })
+    }
+}
+
+/// Sends each subscriber what it is owed, then tells it the server is going away.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CloseAll;
+
+impl Handler<CloseAll> for LogFanout {
+    type Result = ();
+
+    fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) {
+        for live in self.live.values_mut() {
+            for subscriber in live.subscribers.drain(..) {
+                for batch in subscriber.backlog {
+                    subscriber.recipient.do_send(ToSubscriber::Lines(batch));
+                }
+                subscriber.recipient.do_send(ToSubscriber::ShuttingDown);
+            }
+        }
     }
 }
 
@@ -426,20 +527,14 @@ impl Handler<Drain> for LogFanout {
 
     fn handle(&mut self, msg: Drain, ctx: &mut Context<Self>) -> Self::Result {
         let (done, stored) = tokio::sync::oneshot::channel();
-        match self.live.get_mut(&msg.execution) {
-            None => return Box::pin(async {}),
-            Some(live) if live.upstream_ended => {
-                // Anything still buffered is written by the wait below first.
-                self.flush(ctx);
-                ctx.wait(fut::ready(()).map(move |(), _, _| {
-                    let _ = done.send(());
-                }));
-            }
-            Some(live) => {
-                live.drains.push(done);
-                self.end_upstream_later(msg.execution, ctx);
-            }
+        let Some(live) = self.live.get_mut(&msg.execution) else {
+            return Box::pin(async {});
+        };
+        live.drains.push(done);
+        if !live.upstream_ended {
+            self.end_upstream_later(msg.execution, ctx);
         }
+        self.settle(ctx);
         Box::pin(async move {
             let _ = stored.await;
         })
@@ -454,13 +549,17 @@ impl Handler<Subscribe> for LogFanout {
         let Some(live) = self.live.get_mut(&msg.execution) else {
             return SubscribeReply::NotLive;
         };
-        if msg.after + 1 < live.oldest_in_memory() {
+        // Far behind, with the lines it needs stored: the store serves them a page at
+        // a time rather than one reply holding them all.
+        let behind = live.next_seq - 1 - msg.after;
+        if msg.after + 1 < live.oldest_in_memory()
+            || (behind > SUBSCRIBER_BACKLOG_LINES as i64 && msg.after < live.stored_upto)
+        {
             return SubscribeReply::CatchUp;
         }
         let lines: Vec<LogLine> = live
-            .recent
+            .lines
             .iter()
-            .chain(live.unflushed.iter())
             .filter(|line| line.seq > msg.after)
             .cloned()
             .collect();

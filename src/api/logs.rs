@@ -4,7 +4,8 @@
 //! The session reads the stored lines first, then subscribes to the LogFanout from the
 //! last line it has, so a client joining at any moment gets every line once. Its
 //! mailbox is small: a client that stops reading stops the session, the LogFanout
-//! finds the mailbox full, and the client is dropped without slowing anyone else.
+//! finds the mailbox full and unsubscribes it without slowing anyone else, and the
+//! session reads on from the store when the client reads again.
 
 use std::time::Duration;
 
@@ -223,14 +224,10 @@ impl Handler<ToSubscriber> for LogSession {
             ToSubscriber::ShuttingDown => {
                 self.close(ws::CloseCode::Away, "server shutting down", ctx)
             }
-            ToSubscriber::Overflowed => self.close(
-                ws::CloseCode::Policy,
-                &format!(
-                    "this client fell more than {} lines behind; reconnect to resume",
-                    crate::actors::log_fanout::SUBSCRIBER_BACKLOG_LINES
-                ),
-                ctx,
-            ),
+            ToSubscriber::FellBehind => {
+                self.subscription = None;
+                self.catch_up(Then::Subscribe, ctx);
+            }
         }
     }
 }
