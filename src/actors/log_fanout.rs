@@ -28,8 +28,9 @@ const RECENT_LINES: usize = 2_048;
 /// Lines received and not yet stored beyond which the LogFanout waits for the store
 /// before it takes more (a bound on memory whatever the runs print).
 const MAX_UNSTORED_LINES: usize = 50_000;
-/// Lines a subscriber may lag behind before it is dropped.
-pub const SUBSCRIBER_BACKLOG_LINES: usize = 10_000;
+/// Lines a live subscriber may lag behind before it is sent back to the store. They
+/// are shared by every subscriber, so this bounds memory once, not per subscriber.
+pub const SUBSCRIBER_BACKLOG_LINES: usize = 100_000;
 /// How long after its final status an execution's output may still arrive.
 const UPSTREAM_GRACE: Duration = Duration::from_secs(10);
 
@@ -113,8 +114,9 @@ pub struct Subscribe {
 
 #[derive(Debug, MessageResponse)]
 pub enum SubscribeReply {
-    /// Subscribed: `lines` follow `after` directly; live lines come next.
-    Live { id: u64, lines: Vec<LogLine> },
+    /// Subscribed: the lines after `after` come as [`ToSubscriber::Lines`] (a batch
+    /// may start earlier), as fast as the subscriber takes them.
+    Live { id: u64 },
     /// The lines after `after` are in the store but no longer in memory: read more
     /// from the store, then subscribe again.
     CatchUp,
@@ -129,44 +131,51 @@ pub struct Unsubscribe {
     pub id: u64,
 }
 
+/// A subscriber is a cursor into the execution's batches in memory.
 struct Subscriber {
     id: u64,
     recipient: Recipient<ToSubscriber>,
-    backlog: VecDeque<Arc<Vec<LogLine>>>,
-    backlog_lines: usize,
+    /// The seq of the next line it needs.
+    next: i64,
 }
 
 impl Subscriber {
-    /// Delivers `batch` (after any backlog); false when the subscriber must be dropped.
-    fn deliver(&mut self, batch: Option<Arc<Vec<LogLine>>>) -> bool {
-        if let Some(batch) = batch {
-            self.backlog_lines += batch.len();
-            self.backlog.push_back(batch);
-        }
-        while let Some(next) = self.backlog.front() {
-            match self.recipient.try_send(ToSubscriber::Lines(next.clone())) {
-                Ok(()) => {
-                    self.backlog_lines -= next.len();
-                    self.backlog.pop_front();
-                }
+    /// Sends the batches from its cursor on until its mailbox is full; false when it
+    /// must be dropped (gone, or more than [`SUBSCRIBER_BACKLOG_LINES`] behind).
+    fn deliver(&mut self, batches: &VecDeque<Arc<Vec<LogLine>>>, head: i64) -> bool {
+        let first = batches.partition_point(|b| b.last().is_some_and(|l| l.seq < self.next));
+        for batch in batches.range(first..) {
+            match self.recipient.try_send(ToSubscriber::Lines(batch.clone())) {
+                Ok(()) => self.next = batch.last().map_or(self.next, |l| l.seq + 1),
                 Err(SendError::Full(_)) => break,
                 Err(SendError::Closed(_)) => return false,
             }
         }
-        if self.backlog_lines > SUBSCRIBER_BACKLOG_LINES {
+        if head - self.next >= SUBSCRIBER_BACKLOG_LINES as i64 {
             self.recipient.do_send(ToSubscriber::FellBehind);
             return false;
         }
         true
+    }
+
+    /// Sends everything from its cursor on past the mailbox bound (bounded: it is
+    /// within [`SUBSCRIBER_BACKLOG_LINES`]), then `last`.
+    fn finish(self, batches: &VecDeque<Arc<Vec<LogLine>>>, last: ToSubscriber) {
+        let first = batches.partition_point(|b| b.last().is_some_and(|l| l.seq < self.next));
+        for batch in batches.range(first..) {
+            self.recipient.do_send(ToSubscriber::Lines(batch.clone()));
+        }
+        self.recipient.do_send(last);
     }
 }
 
 struct Live {
     execution_id: String,
     next_seq: i64,
-    /// Lines in memory, in order: every line not yet stored, and up to
-    /// [`RECENT_LINES`] stored ones before them for subscribers catching up.
-    lines: VecDeque<LogLine>,
+    /// Lines in memory in the batches they arrived in: every line not yet stored,
+    /// every line a subscriber has still to get, and at least [`RECENT_LINES`] stored
+    /// ones before them for subscribers catching up.
+    batches: VecDeque<Arc<Vec<LogLine>>>,
     /// The last line handed to a write.
     sent_upto: i64,
     /// The last line known stored.
@@ -179,9 +188,20 @@ struct Live {
 }
 
 impl Live {
+    /// Sends each subscriber what it can take; drops those gone or too far behind.
+    fn deliver(&mut self) {
+        let head = self.next_seq;
+        let batches = &self.batches;
+        self.subscribers
+            .retain_mut(|subscriber| subscriber.next >= head || subscriber.deliver(batches, head));
+    }
+
     /// The oldest seq still in memory.
     fn oldest_in_memory(&self) -> i64 {
-        self.lines.front().map_or(self.next_seq, |line| line.seq)
+        self.batches
+            .front()
+            .and_then(|batch| batch.first())
+            .map_or(self.next_seq, |line| line.seq)
     }
 
     /// Every line it will get is stored.
@@ -232,7 +252,13 @@ impl LogFanout {
         let mut rows = Vec::new();
         let mut upto = Vec::new();
         for (execution, live) in &mut self.live {
-            let pending = live.lines.iter().filter(|line| line.seq > live.sent_upto);
+            let sent_upto = live.sent_upto;
+            let pending = live
+                .batches
+                .iter()
+                .filter(|batch| batch.last().is_some_and(|line| line.seq > sent_upto))
+                .flat_map(|batch| batch.iter())
+                .filter(|line| line.seq > sent_upto);
             let before = rows.len();
             rows.extend(pending.map(|line| StoredLine {
                 execution_id: live.execution_id.clone(),
@@ -350,13 +376,8 @@ impl LogFanout {
             return;
         }
         let live = self.live.remove(execution).expect("checked above");
-        for mut subscriber in live.subscribers {
-            // The last lines and the end go past the mailbox bound: a subscriber still
-            // here is within its backlog, so this is bounded too.
-            for batch in subscriber.backlog.drain(..) {
-                subscriber.recipient.do_send(ToSubscriber::Lines(batch));
-            }
-            subscriber.recipient.do_send(ToSubscriber::Ended { status });
+        for subscriber in live.subscribers {
+            subscriber.finish(&live.batches, ToSubscriber::Ended { status });
         }
     }
 }
@@ -369,8 +390,7 @@ impl Actor for LogFanout {
             act.flush(ctx);
             // Retry subscribers whose mailboxes were full.
             for live in act.live.values_mut() {
-                live.subscribers
-                    .retain_mut(|s| s.backlog.is_empty() || s.deliver(None));
+                live.deliver();
             }
         });
     }
@@ -391,7 +411,7 @@ impl Handler<Open> for LogFanout {
         self.live.entry(msg.execution).or_insert_with(|| Live {
             execution_id: msg.execution_id,
             next_seq: msg.next_seq,
-            lines: VecDeque::new(),
+            batches: VecDeque::new(),
             sent_upto: msg.next_seq - 1,
             stored_upto: msg.next_seq - 1,
             subscribers: Vec::new(),
@@ -424,10 +444,8 @@ impl Handler<Incoming> for LogFanout {
                     live.next_seq += 1;
                 }
                 self.unstored += batch.len();
-                live.lines.extend(batch.iter().cloned());
-                let batch = Arc::new(batch);
-                live.subscribers
-                    .retain_mut(|subscriber| subscriber.deliver(Some(batch.clone())));
+                live.batches.push_back(Arc::new(batch));
+                live.deliver();
                 if self.unstored >= FLUSH_LINES {
                     self.flush(ctx);
                 }
@@ -451,8 +469,20 @@ impl Handler<Stored> for LogFanout {
             };
             self.unstored -= usize::try_from(seq - live.stored_upto).unwrap_or(0);
             live.stored_upto = seq;
-            let stored = live.lines.iter().take_while(|line| line.seq <= seq).count();
-            live.lines.drain(..stored.saturating_sub(RECENT_LINES));
+            // Drops whole stored batches no subscriber needs while RECENT_LINES stored
+            // lines stay after them.
+            let needed = live
+                .subscribers
+                .iter()
+                .map(|s| s.next)
+                .min()
+                .unwrap_or(i64::MAX);
+            while let Some(last) = live.batches.front().and_then(|b| b.last()) {
+                if last.seq > seq || seq - last.seq < RECENT_LINES as i64 || last.seq >= needed {
+                    break;
+                }
+                live.batches.pop_front();
+            }
         }
         self.settle(ctx);
     }
@@ -512,10 +542,7 @@ impl Handler<CloseAll> for LogFanout {
     fn handle(&mut self, _: CloseAll, _: &mut Context<Self>) {
         for live in self.live.values_mut() {
             for subscriber in live.subscribers.drain(..) {
-                for batch in subscriber.backlog {
-                    subscriber.recipient.do_send(ToSubscriber::Lines(batch));
-                }
-                subscriber.recipient.do_send(ToSubscriber::ShuttingDown);
+                subscriber.finish(&live.batches, ToSubscriber::ShuttingDown);
             }
         }
     }
@@ -549,29 +576,19 @@ impl Handler<Subscribe> for LogFanout {
         let Some(live) = self.live.get_mut(&msg.execution) else {
             return SubscribeReply::NotLive;
         };
-        // Far behind, with the lines it needs stored: the store serves them a page at
-        // a time rather than one reply holding them all.
-        let behind = live.next_seq - 1 - msg.after;
-        if msg.after + 1 < live.oldest_in_memory()
-            || (behind > SUBSCRIBER_BACKLOG_LINES as i64 && msg.after < live.stored_upto)
-        {
+        if msg.after + 1 < live.oldest_in_memory() {
             return SubscribeReply::CatchUp;
         }
-        let lines: Vec<LogLine> = live
-            .lines
-            .iter()
-            .filter(|line| line.seq > msg.after)
-            .cloned()
-            .collect();
         let id = self.next_subscriber;
         self.next_subscriber += 1;
         live.subscribers.push(Subscriber {
             id,
             recipient: msg.subscriber,
-            backlog: VecDeque::new(),
-            backlog_lines: 0,
+            next: msg.after + 1,
         });
-        SubscribeReply::Live { id, lines }
+        // Its first lines go to its mailbox now, to be read after this reply.
+        live.deliver();
+        SubscribeReply::Live { id }
     }
 }
 

@@ -27,7 +27,7 @@ use crate::store::{ExecutionStore, LogStore};
 /// Lines read from the store per query while catching up.
 const PAGE: i64 = 1_000;
 /// Batches waiting in a session's mailbox before the LogFanout counts it as slow.
-const MAILBOX: usize = 16;
+const MAILBOX: usize = 64;
 /// How often a session with no live stream here looks for new lines in the store
 /// (an execution streamed by another replica).
 const STORE_POLL: Duration = Duration::from_millis(500);
@@ -126,10 +126,7 @@ impl LogSession {
             subscriber: ctx.address().recipient(),
         });
         ctx.wait(request.into_actor(self).map(|reply, act, ctx| match reply {
-            Ok(SubscribeReply::Live { id, lines }) => {
-                act.subscription = Some(id);
-                act.write(&lines, ctx);
-            }
+            Ok(SubscribeReply::Live { id }) => act.subscription = Some(id),
             Ok(SubscribeReply::CatchUp) => act.catch_up(Then::Subscribe, ctx),
             Ok(SubscribeReply::NotLive) => act.catch_up(Then::FinishOrPoll, ctx),
             Err(e) => act.fail(&format!("the log stream is unavailable: {e}"), ctx),
