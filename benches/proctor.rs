@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
@@ -205,13 +207,7 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
+        rss_kib_of(self.pid())
     }
 
     /// User + system CPU seconds used so far.
@@ -495,12 +491,26 @@ else:
         let tasks: Vec<_> = (0..subscribers)
             .map(|_| tokio::spawn(subscribe(server.port, name.clone())))
             .collect();
-        let mut peak_rss = rss_before;
+        // Samples RSS through the whole run: the peak is while lines are in flight.
+        let pid = server.pid();
+        let sampling = Arc::new(AtomicBool::new(true));
+        let sampler = tokio::spawn({
+            let sampling = sampling.clone();
+            async move {
+                let mut peak = rss_before;
+                while sampling.load(Ordering::Relaxed) {
+                    peak = peak.max(rss_kib_of(pid));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                peak
+            }
+        });
         let mut results = Vec::new();
         for task in tasks {
-            peak_rss = peak_rss.max(server.rss_kib());
             results.push(task.await.unwrap());
         }
+        sampling.store(false, Ordering::Relaxed);
+        let peak_rss = sampler.await.unwrap();
         let complete = results
             .iter()
             .all(|(count, ordered, ..)| *count == plan.fanout_lines && *ordered);
@@ -824,4 +834,14 @@ fn main() {
             row.scenario, row.backend, row.metric, row.value, row.target
         );
     }
+}
+
+/// A process's resident set in KiB (0 once it is gone).
+fn rss_kib_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
