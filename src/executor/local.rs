@@ -306,16 +306,24 @@ impl Run {
     }
 
     fn spawn(&self, attempt: u32) -> std::io::Result<Child> {
-        let mut command = Command::new(&self.command[0]);
+        let path =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+        // The program is looked up here, in the PATH the run gets: given a bare name and
+        // a PATH of its own, std would fork proctord (copying its page tables) instead of
+        // using posix_spawn, which costs more the more memory proctord maps.
+        // An arg named PATH overrides it (args are set after it below).
+        let lookup = self.spec.args.get("PATH").map_or(path.clone(), Into::into);
+        let program = match which::which_in(&self.command[0], Some(&lookup), &self.workdir) {
+            Ok(found) if !self.command[0].contains('/') => found.into_os_string(),
+            _ => self.command[0].clone().into(),
+        };
+        let mut command = Command::new(program);
         command
             .args(&self.command[1..])
             .current_dir(&self.workdir)
             // Nothing of proctord's own environment (its keys, its database URL) leaks.
             .env_clear()
-            .env(
-                "PATH",
-                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
-            )
+            .env("PATH", path)
             .env("HOME", &self.workdir)
             .env("LANG", "C.UTF-8")
             .envs(&self.spec.args)
