@@ -181,6 +181,16 @@ impl Db {
         )
     }
 
+    /// A pooled connection for a thread of its own that may block (the execution
+    /// writer); everything else goes through [`Db::run`].
+    pub(crate) fn connection(
+        &self,
+    ) -> Result<r2d2::PooledConnection<ConnectionManager>, StoreError> {
+        self.pool
+            .get()
+            .map_err(|e| StoreError::DatabaseUnavailable(e.to_string()))
+    }
+
     /// Runs `f` with a pooled connection on the blocking pool, inside the caller's span.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where

@@ -10,8 +10,11 @@ use serde::Serialize;
 
 use crate::model::{ExecutionName, Status};
 
+use self::writer::{Op, Writer};
 use super::schema::executions;
 use super::{Db, StoreError};
+
+mod writer;
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = executions)]
@@ -168,57 +171,43 @@ pub struct ExecutionFilter {
 #[derive(Clone)]
 pub struct ExecutionStore {
     db: Db,
+    /// Inserts and status changes, committed in groups (see [`writer`]).
+    writer: Writer,
 }
 
 impl ExecutionStore {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            writer: Writer::start(db.clone()),
+            db,
+        }
     }
 
-    /// Writes a new execution in RECEIVED; returns it.
+    /// Writes a new execution in RECEIVED; returns it once it is committed.
     pub async fn insert(&self, new: NewExecution) -> Result<Execution, StoreError> {
-        self.db
-            .run(move |conn| {
-                let now = super::now();
-                let row = Row {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    name: new.name.as_str().to_owned(),
-                    proc_name: new.proc_name,
-                    image: new.image,
-                    args: serde_json::to_string(&new.args).expect("string maps serialize"),
-                    status: Status::Received.as_str().to_owned(),
-                    reason: None,
-                    exit_code: None,
-                    executor: new.executor,
-                    user_email: new.user_email,
-                    schedule_id: new.schedule_id,
-                    created_at: now,
-                    updated_at: now,
-                    started_at: None,
-                    finished_at: None,
-                    callback_url: new.callback_url,
-                    attempts: 0,
-                };
-                with_backend!(conn, |c| diesel::insert_into(executions::table)
-                    .values((
-                        executions::id.eq(&row.id),
-                        executions::name.eq(&row.name),
-                        executions::proc_name.eq(&row.proc_name),
-                        executions::image.eq(&row.image),
-                        executions::args.eq(&row.args),
-                        executions::status.eq(&row.status),
-                        executions::executor.eq(&row.executor),
-                        executions::user_email.eq(&row.user_email),
-                        executions::schedule_id.eq(&row.schedule_id),
-                        executions::created_at.eq(row.created_at),
-                        executions::updated_at.eq(row.updated_at),
-                        executions::callback_url.eq(&row.callback_url),
-                        executions::attempts.eq(0),
-                    ))
-                    .execute(c))?;
-                Execution::try_from(row)
-            })
-            .await
+        let now = super::now();
+        let row = Row {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: new.name.as_str().to_owned(),
+            proc_name: new.proc_name,
+            image: new.image,
+            args: serde_json::to_string(&new.args).expect("string maps serialize"),
+            status: Status::Received.as_str().to_owned(),
+            reason: None,
+            exit_code: None,
+            executor: new.executor,
+            user_email: new.user_email,
+            schedule_id: new.schedule_id,
+            created_at: now,
+            updated_at: now,
+            started_at: None,
+            finished_at: None,
+            callback_url: new.callback_url,
+            attempts: 0,
+        };
+        let execution = Execution::try_from(row.clone())?;
+        self.writer.write(Op::Insert(Box::new(row))).await?;
+        Ok(execution)
     }
 
     pub async fn get(&self, name: &str) -> Result<Option<Execution>, StoreError> {
@@ -243,73 +232,25 @@ impl ExecutionStore {
         to: Status,
         change: Transition,
     ) -> Result<Option<Execution>, StoreError> {
-        let name = name.to_owned();
-        let from: Vec<&'static str> = Status::predecessors(to)
-            .iter()
-            .map(|s| s.as_str())
-            .collect();
-        self.db
-            .run(move |conn| {
-                let now = super::now();
-                let row: Option<Row> = with_backend!(conn, |c| c.transaction(|c| {
-                    let target = executions::table
-                        .filter(executions::name.eq(&name))
-                        .filter(executions::status.eq_any(&from));
-                    let changed = diesel::update(target)
-                        .set((
-                            executions::status.eq(to.as_str()),
-                            executions::updated_at.eq(now),
-                        ))
-                        .execute(c)?;
-                    if changed == 0 {
-                        return Ok(None);
-                    }
-                    let this = executions::table.filter(executions::name.eq(&name));
-                    if to == Status::Running {
-                        diesel::update(this)
-                            .set(executions::started_at.eq(now))
-                            .execute(c)?;
-                    }
-                    if to.is_final() {
-                        diesel::update(this)
-                            .set(executions::finished_at.eq(now))
-                            .execute(c)?;
-                    }
-                    if let Some(reason) = &change.reason {
-                        diesel::update(this)
-                            .set(executions::reason.eq(reason))
-                            .execute(c)?;
-                    }
-                    if let Some(code) = change.exit_code {
-                        diesel::update(this)
-                            .set(executions::exit_code.eq(code))
-                            .execute(c)?;
-                    }
-                    if let Some(attempts) = change.attempts {
-                        diesel::update(this)
-                            .set(executions::attempts.eq(attempts))
-                            .execute(c)?;
-                    }
-                    this.select(Row::as_select()).first(c).map(Some)
-                }))?;
-                row.map(Execution::try_from).transpose()
-            })
-            .await
+        let op = Op::Transition {
+            name: name.to_owned(),
+            to,
+            change,
+        };
+        self.writer
+            .write(op)
+            .await?
+            .map(Execution::try_from)
+            .transpose()
     }
 
     /// Records the attempt count without changing the status.
     pub async fn set_attempts(&self, name: &str, attempts: i32) -> Result<(), StoreError> {
-        let name = name.to_owned();
-        self.db
-            .run(move |conn| {
-                with_backend!(conn, |c| diesel::update(
-                    executions::table.filter(executions::name.eq(&name))
-                )
-                .set(executions::attempts.eq(attempts))
-                .execute(c))?;
-                Ok(())
-            })
-            .await
+        let op = Op::Attempts {
+            name: name.to_owned(),
+            attempts,
+        };
+        self.writer.write(op).await.map(drop)
     }
 
     /// Newest first.

@@ -1,0 +1,188 @@
+//! Group commit for execution records. Every insert and status change goes to one
+//! writer thread; it takes whatever has queued while its last transaction ran and
+//! writes it all in the next one. Under load many executions share one commit (one
+//! fsync on PostgreSQL, one write lock on SQLite) instead of each waiting for its own;
+//! at a trickle a write is alone in its transaction and waits for nothing.
+//!
+//! Each write is still answered on its own: when a batch fails, its writes are tried
+//! again one by one, so one bad write (a duplicate name) never fails the others.
+
+use std::sync::mpsc;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use tokio::sync::oneshot;
+
+use super::Row;
+use crate::model::Status;
+use crate::store::schema::executions;
+use crate::store::{Db, StoreError};
+
+/// Writes taken into one transaction at most.
+const MAX_BATCH: usize = 256;
+
+/// One write to an execution record.
+#[derive(Debug)]
+pub(super) enum Op {
+    /// A new execution (its row as built by the caller).
+    Insert(Box<Row>),
+    /// A status step, refused (answered `None`) unless `to` may follow the stored status.
+    Transition {
+        name: String,
+        to: Status,
+        change: super::Transition,
+    },
+    /// The attempt count alone.
+    Attempts { name: String, attempts: i32 },
+}
+
+/// The row as written by a status step, or `None` when the step was refused.
+pub(super) type Written = Option<Row>;
+
+type Reply = oneshot::Sender<Result<Written, StoreError>>;
+
+/// The columns a status step sets; `None` leaves a column as it is.
+#[derive(AsChangeset)]
+#[diesel(table_name = executions)]
+struct StatusChange<'a> {
+    status: &'a str,
+    updated_at: NaiveDateTime,
+    started_at: Option<NaiveDateTime>,
+    finished_at: Option<NaiveDateTime>,
+    reason: Option<&'a str>,
+    exit_code: Option<i32>,
+    attempts: Option<i32>,
+}
+
+/// The sending end; the thread stops when the last one is dropped.
+#[derive(Clone)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<(Op, Reply)>,
+}
+
+impl Writer {
+    pub(super) fn start(db: Db) -> Self {
+        let (queue, pending) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("execution-writer".into())
+            .spawn(move || {
+                while let Ok(first) = pending.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match pending.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    write_batch(&db, batch);
+                }
+            })
+            .expect("the execution writer thread starts");
+        Self { queue }
+    }
+
+    /// Queues `op` and waits for its transaction to commit.
+    pub(super) async fn write(&self, op: Op) -> Result<Written, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((op, reply))
+            .map_err(|_| StoreError::Task("the execution writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Task("the execution writer dropped a write".into()))?
+    }
+}
+
+/// Applies one write on a connection of either backend (a macro: the two are
+/// different types).
+macro_rules! apply {
+    ($c:ident, $op:expr) => {
+        match $op {
+            Op::Insert(row) => diesel::insert_into(executions::table)
+                .values((
+                    executions::id.eq(&row.id),
+                    executions::name.eq(&row.name),
+                    executions::proc_name.eq(&row.proc_name),
+                    executions::image.eq(&row.image),
+                    executions::args.eq(&row.args),
+                    executions::status.eq(&row.status),
+                    executions::executor.eq(&row.executor),
+                    executions::user_email.eq(&row.user_email),
+                    executions::schedule_id.eq(&row.schedule_id),
+                    executions::created_at.eq(row.created_at),
+                    executions::updated_at.eq(row.updated_at),
+                    executions::callback_url.eq(&row.callback_url),
+                    executions::attempts.eq(row.attempts),
+                ))
+                .execute($c)
+                .map(|_| None),
+            Op::Transition { name, to, change } => {
+                let now = crate::store::now();
+                let from: Vec<&'static str> = Status::predecessors(*to)
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect();
+                diesel::update(
+                    executions::table
+                        .filter(executions::name.eq(name))
+                        .filter(executions::status.eq_any(from)),
+                )
+                .set(StatusChange {
+                    status: to.as_str(),
+                    updated_at: now,
+                    started_at: (*to == Status::Running).then_some(now),
+                    finished_at: to.is_final().then_some(now),
+                    reason: change.reason.as_deref(),
+                    exit_code: change.exit_code,
+                    attempts: change.attempts,
+                })
+                .returning(Row::as_returning())
+                .get_result::<Row>($c)
+                .optional()
+            }
+            Op::Attempts { name, attempts } => {
+                diesel::update(executions::table.filter(executions::name.eq(name)))
+                    .set(executions::attempts.eq(*attempts))
+                    .execute($c)
+                    .map(|_| None)
+            }
+        }
+    };
+}
+
+fn write_batch(db: &Db, batch: Vec<(Op, Reply)>) {
+    let mut conn = match db.connection() {
+        Ok(conn) => conn,
+        Err(e) => {
+            let reason = e.to_string();
+            for (_, reply) in batch {
+                let _ = reply.send(Err(StoreError::DatabaseUnavailable(reason.clone())));
+            }
+            return;
+        }
+    };
+    let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
+    let together = with_backend!(&mut *conn, |c| c.transaction(|c| {
+        ops.iter()
+            .map(|op| apply!(c, op))
+            .collect::<QueryResult<Vec<Written>>>()
+    }));
+    match together {
+        Ok(written) => {
+            for (reply, written) in replies.into_iter().zip(written) {
+                let _ = reply.send(Ok(written));
+            }
+        }
+        Err(e) if ops.len() == 1 => {
+            if let Some(reply) = replies.into_iter().next() {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+        Err(_) => {
+            for (op, reply) in ops.iter().zip(replies) {
+                let alone = with_backend!(&mut *conn, |c| c.transaction(|c| apply!(c, op)));
+                let _ = reply.send(alone.map_err(StoreError::from));
+            }
+        }
+    }
+}
