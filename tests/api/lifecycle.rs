@@ -262,3 +262,99 @@ async fn sigterm_during_a_live_log_stream_delivers_every_line_and_writes_the_fin
     assert_eq!(stored as usize, lines.len(), "what was sent was stored");
     std::fs::remove_dir_all(data_dir).unwrap();
 }
+
+/// Execution writes are committed in groups: many at once all land, a duplicate name
+/// fails alone, a step backwards is refused, and every row reads back as written.
+#[actix_web::test]
+async fn concurrent_execution_writes_each_land_or_fail_on_their_own() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let store = app.stores.executions.clone();
+        let new = |name: &ExecutionName| NewExecution {
+            name: name.clone(),
+            proc_name: "batch".into(),
+            image: "alpine:3".into(),
+            args: [("N".to_owned(), name.as_str().to_owned())].into(),
+            executor: "local".into(),
+            user_email: "admin@example.com".into(),
+            schedule_id: None,
+            callback_url: None,
+        };
+        let names: Vec<ExecutionName> = (0..300)
+            .map(|i| ExecutionName::parse(&format!("batch-{i:014}")).unwrap())
+            .collect();
+        // 300 inserts at once, and the first name a second time among them.
+        let inserts = names
+            .iter()
+            .chain(std::iter::once(&names[0]))
+            .map(|name| {
+                let store = store.clone();
+                let new = new(name);
+                actix_web::rt::spawn(async move { store.insert(new).await })
+            })
+            .collect::<Vec<_>>();
+        let mut failed = 0;
+        for insert in inserts {
+            if insert.await.unwrap().is_err() {
+                failed += 1;
+            }
+        }
+        assert_eq!(failed, 1, "{backend:?}: only the duplicate fails");
+
+        // Every run steps to RUNNING at once; then a late CREATED is refused.
+        let steps = names
+            .iter()
+            .map(|name| {
+                let store = store.clone();
+                let name = name.clone();
+                actix_web::rt::spawn(async move {
+                    let change = Transition {
+                        attempts: Some(1),
+                        ..Default::default()
+                    };
+                    store
+                        .transition(name.as_str(), Status::Running, change)
+                        .await
+                })
+            })
+            .collect::<Vec<_>>();
+        for step in steps {
+            let written = step.await.unwrap().unwrap().expect("RECEIVED -> RUNNING");
+            assert_eq!(written.status, Status::Running);
+            assert_eq!(written.attempts, 1);
+            assert!(written.started_at.is_some());
+        }
+        let late = store
+            .transition(names[7].as_str(), Status::Created, Transition::default())
+            .await
+            .unwrap();
+        assert!(late.is_none(), "{backend:?}: RUNNING -> CREATED is refused");
+        let failed = store
+            .transition(
+                names[7].as_str(),
+                Status::Failed,
+                Transition {
+                    reason: Some("exit 3".into()),
+                    exit_code: Some(3),
+                    attempts: None,
+                },
+            )
+            .await
+            .unwrap()
+            .expect("RUNNING -> FAILED");
+        assert_eq!(failed.attempts, 1, "an absent attempt count is kept");
+
+        for (i, name) in names.iter().enumerate() {
+            let row = app.execution(name.as_str()).await;
+            assert_eq!(row["args"]["N"], name.as_str(), "{backend:?}");
+            let expected = if i == 7 { "FAILED" } else { "RUNNING" };
+            assert_eq!(row["status"], expected, "{backend:?}: {row}");
+        }
+        let row = app.execution(names[7].as_str()).await;
+        assert_eq!(
+            (row["exit_code"].as_i64(), row["reason"].as_str()),
+            (Some(3), Some("exit 3"))
+        );
+        assert!(row["finished_at"].is_string());
+    }
+}
