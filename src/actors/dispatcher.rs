@@ -145,18 +145,22 @@ impl Handler<Execute> for Dispatcher {
             async move {
                 let name = ExecutionName::generate(&msg.proc.name);
                 tracing::Span::current().record("execution", name.as_str());
-                let received = executions
-                    .insert(NewExecution {
-                        name: name.clone(),
-                        proc_name: msg.proc.name.to_string(),
-                        image: msg.proc.image_name.clone(),
-                        args: msg.args.clone(),
-                        executor: executor.kind().to_owned(),
-                        user_email: msg.user_email,
-                        schedule_id: msg.schedule_id,
-                        callback_url: msg.callback_url,
-                    })
-                    .await?;
+                let record = executions.insert(NewExecution {
+                    name: name.clone(),
+                    proc_name: msg.proc.name.to_string(),
+                    image: msg.proc.image_name.clone(),
+                    args: msg.args.clone(),
+                    executor: executor.kind().to_owned(),
+                    user_email: msg.user_email,
+                    schedule_id: msg.schedule_id,
+                    callback_url: msg.callback_url,
+                });
+                // The record is written while the proc's secrets are read.
+                let (received, requirement) = tokio::join!(
+                    record,
+                    unmet_requirement(&msg.proc, executor.as_ref(), &secrets)
+                );
+                let received = received?;
                 let settle = |status, reason: String| Apply {
                     execution: name.clone(),
                     status: Some(status),
@@ -165,8 +169,7 @@ impl Handler<Execute> for Dispatcher {
                         ..Default::default()
                     },
                 };
-                let secrets = match unmet_requirement(&msg.proc, executor.as_ref(), &secrets).await
-                {
+                let secrets = match requirement {
                     Ok(secrets) => secrets,
                     Err(reason) => {
                         let written = watcher
@@ -175,13 +178,13 @@ impl Handler<Execute> for Dispatcher {
                         return Ok(written.unwrap_or(received));
                     }
                 };
-                fanout
-                    .send(Open {
-                        execution: name.clone(),
-                        execution_id: received.id.clone(),
-                        next_seq: 1,
-                    })
-                    .await?;
+                // Queued ahead of any line of the run (the LogFanout's mailbox is in
+                // order and the run starts below).
+                fanout.do_send(Open {
+                    execution: name.clone(),
+                    execution_id: received.id.clone(),
+                    next_seq: 1,
+                });
                 let spec = RunSpec {
                     execution: name.clone(),
                     proc_name: msg.proc.name.clone(),
@@ -199,13 +202,31 @@ impl Handler<Execute> for Dispatcher {
                     Ok(()) => {
                         metrics::histogram!(names::DISPATCH_LATENCY).record(received_at.elapsed());
                         metrics::counter!(names::EXECUTIONS_STARTED, "proc" => msg.proc.name.to_string()).increment(1);
-                        watcher
-                            .send(Apply {
-                                execution: name.clone(),
-                                status: Some(Status::Created),
-                                change: Transition::default(),
-                            })
-                            .await??
+                        // The run is the executor's now and its record is stored: answer
+                        // without waiting for CREATED to be written. Whichever order it
+                        // and the run's own events are written in, a step the run is
+                        // already past is refused.
+                        let created = watcher.send(Apply {
+                            execution: name.clone(),
+                            status: Some(Status::Created),
+                            change: Transition::default(),
+                        });
+                        let execution = name.clone();
+                        actix::spawn(async move {
+                            match created.await {
+                                Ok(Ok(_)) => {}
+                                Ok(Err(e)) => {
+                                    tracing::warn!(%execution, error = %e, "CREATED not written; the run's next status will be")
+                                }
+                                Err(e) => {
+                                    tracing::warn!(%execution, error = %e, "CREATED not written: the Watcher is unavailable")
+                                }
+                            }
+                        });
+                        return Ok(Execution {
+                            status: Status::Created,
+                            ..received
+                        });
                     }
                     Err(e) => {
                         crate::telemetry::report(
