@@ -33,7 +33,7 @@ pub struct Actors {
 }
 
 /// How many executions' events are written at once.
-const EVENT_LANES: usize = 8;
+const EVENT_LANES: usize = 64;
 
 fn lane_of(execution: &crate::model::ExecutionName) -> usize {
     use std::hash::{Hash as _, Hasher as _};
