@@ -269,19 +269,38 @@ async fn fire(parts: Parts, fires: Vec<(Schedule, DateTime<Utc>)>) {
             return;
         }
     };
+    let mut running = Vec::new();
     for ((schedule, when), won) in fires.into_iter().zip(claimed) {
         if won {
-            actix::spawn(run_fire(parts.clone(), schedule, when));
+            running.push(run_fire(parts.clone(), schedule, when));
         } else {
             metrics::counter!(crate::telemetry::names::SCHEDULE_FIRES, "outcome" => "claimed_elsewhere")
                 .increment(1);
             tracing::debug!(schedule = %schedule.id, %when, "fire claimed by another replica");
         }
     }
+    // The outcomes of one instant's fires are written together.
+    let outcomes: Vec<_> = futures_util::future::join_all(running)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    if outcomes.is_empty() {
+        return;
+    }
+    let count = outcomes.len();
+    if let Err(e) = parts.schedules.record(outcomes).await {
+        tracing::warn!(fires = count, error = %e, "cannot record the fires' outcomes");
+    }
 }
 
-/// Runs a fire this replica claimed (unless Forbid says to skip it) and records how.
-async fn run_fire(parts: Parts, schedule: Schedule, when: DateTime<Utc>) {
+/// Runs a fire this replica claimed (unless Forbid says to skip it); answers how it
+/// went, to be recorded: `(schedule id, fire_at, outcome, execution id)`.
+async fn run_fire(
+    parts: Parts,
+    schedule: Schedule,
+    when: DateTime<Utc>,
+) -> Option<(String, NaiveDateTime, String, Option<String>)> {
     let fire_at: NaiveDateTime = when.naive_utc();
     let id = schedule.id.as_str();
     let outcome = async {
@@ -327,15 +346,12 @@ async fn run_fire(parts: Parts, schedule: Schedule, when: DateTime<Utc>) {
     match result {
         Ok((outcome, execution)) => {
             tracing::info!(schedule = id, %when, %outcome, "schedule fired");
-            if let Err(e) = parts
-                .schedules
-                .record(id, fire_at, &outcome, execution)
-                .await
-            {
-                tracing::warn!(schedule = id, error = %e, "cannot record a fire's outcome");
-            }
+            Some((id.to_owned(), fire_at, outcome, execution))
         }
-        Err(e) => tracing::error!(schedule = id, %when, error = %e, "cannot fire a schedule"),
+        Err(e) => {
+            tracing::error!(schedule = id, %when, error = %e, "cannot fire a schedule");
+            None
+        }
     }
 }
 

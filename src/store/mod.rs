@@ -90,7 +90,7 @@ impl From<::redis::RedisError> for StoreError {
 
 /// Opens connections for the r2d2 pool, picking the backend from the settings (never by
 /// guessing from the URL, so a down PostgreSQL can never turn into a new SQLite file).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ConnectionManager {
     kind: DatabaseKind,
     url: String,
@@ -134,6 +134,8 @@ impl r2d2::ManageConnection for ConnectionManager {
 pub struct Db {
     pool: r2d2::Pool<ConnectionManager>,
     kind: DatabaseKind,
+    /// How to open more connections (for [`Db::reserved`]).
+    manager: ConnectionManager,
 }
 
 impl Db {
@@ -152,19 +154,21 @@ impl Db {
             // One writer at a time anyway; a few readers beside it under WAL.
             DatabaseKind::Sqlite => settings.max_connections.min(8),
         };
+        let manager = ConnectionManager {
+            kind: settings.kind,
+            url: settings.url.expose().clone(),
+        };
         let pool = r2d2::Pool::builder()
             .max_size(max_size)
             .min_idle(Some(0))
             .max_lifetime(Some(settings.connection_max_lifetime))
             .connection_timeout(Duration::from_secs(5))
             .error_handler(Box::new(r2d2::LoggingErrorHandler))
-            .build_unchecked(ConnectionManager {
-                kind: settings.kind,
-                url: settings.url.expose().clone(),
-            });
+            .build_unchecked(manager.clone());
         Ok(Self {
             pool,
             kind: settings.kind,
+            manager,
         })
     }
 
@@ -179,6 +183,23 @@ impl Db {
             state.idle_connections,
             state.connections - state.idle_connections,
         )
+    }
+
+    /// A pool of its own with one connection, on the same database: work that must
+    /// not queue behind everything else for a connection (the Ticker's claims).
+    pub fn reserved(&self) -> Self {
+        let pool = r2d2::Pool::builder()
+            .max_size(1)
+            .min_idle(Some(0))
+            .max_lifetime(self.pool.max_lifetime())
+            .connection_timeout(Duration::from_secs(5))
+            .error_handler(Box::new(r2d2::LoggingErrorHandler))
+            .build_unchecked(self.manager.clone());
+        Self {
+            pool,
+            kind: self.kind,
+            manager: self.manager.clone(),
+        }
     }
 
     /// A pooled connection for a thread of its own that may block (the execution

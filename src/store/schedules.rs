@@ -127,11 +127,17 @@ fn is_unique_violation(e: &DieselError) -> bool {
 #[derive(Clone)]
 pub struct ScheduleStore {
     db: Db,
+    /// A connection of the claims' own: a fire is claimed on time however busy the
+    /// shared pool is.
+    claims: Db,
 }
 
 impl ScheduleStore {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            claims: db.reserved(),
+            db,
+        }
     }
 
     /// Stores a new schedule; `Ok(None)` when one with the same proc and args exists.
@@ -260,7 +266,7 @@ impl ScheduleStore {
         &self,
         fires: Vec<(String, NaiveDateTime)>,
     ) -> Result<Vec<bool>, StoreError> {
-        self.db
+        self.claims
             .run(move |conn| {
                 let claimed_at = super::now();
                 let claimed = with_backend!(conn, |c| c.transaction(|c| {
@@ -285,25 +291,25 @@ impl ScheduleStore {
             .await
     }
 
-    /// Records what became of a claimed fire.
+    /// Records what became of claimed fires, all in one transaction:
+    /// `(schedule id, fire_at, outcome, execution id)`.
     pub async fn record(
         &self,
-        id: &str,
-        fire_at: NaiveDateTime,
-        outcome: &str,
-        execution_id: Option<String>,
+        outcomes: Vec<(String, NaiveDateTime, String, Option<String>)>,
     ) -> Result<(), StoreError> {
-        let (id, outcome) = (id.to_owned(), outcome.to_owned());
         self.db
             .run(move |conn| {
-                with_backend!(conn, |c| diesel::update(
-                    schedule_fires::table.find((&id, fire_at))
-                )
-                .set((
-                    schedule_fires::outcome.eq(&outcome),
-                    schedule_fires::execution_id.eq(&execution_id)
-                ))
-                .execute(c))?;
+                with_backend!(conn, |c| c.transaction(|c| {
+                    for (id, fire_at, outcome, execution_id) in &outcomes {
+                        diesel::update(schedule_fires::table.find((id, fire_at)))
+                            .set((
+                                schedule_fires::outcome.eq(outcome),
+                                schedule_fires::execution_id.eq(execution_id),
+                            ))
+                            .execute(c)?;
+                    }
+                    QueryResult::Ok(())
+                }))?;
                 Ok(())
             })
             .await
