@@ -51,7 +51,15 @@ pub struct Ticker {
     due: BTreeSet<(DateTime<Utc>, String)>,
     timer: Option<SpawnHandle>,
     paused: bool,
+    /// The store's [`ScheduleStore::fingerprint`] at the last full load.
+    fingerprint: Option<(i64, Option<NaiveDateTime>)>,
+    /// Syncs since the last full load.
+    since_full: u32,
 }
+
+/// Every this many syncs the schedules are loaded whatever the fingerprint says (a
+/// replica whose clock lags could write an update older than the latest one).
+const FULL_SYNC_EVERY: u32 = 6;
 
 impl Ticker {
     pub fn new(
@@ -71,6 +79,8 @@ impl Ticker {
             due: BTreeSet::new(),
             timer: None,
             paused: false,
+            fingerprint: None,
+            since_full: 0,
         }
     }
 
@@ -187,10 +197,30 @@ impl Ticker {
     fn sync(&mut self, ctx: &mut Context<Self>, catch_up: bool) {
         let schedules = self.schedules.clone();
         let grace = self.misfire_grace;
-        let load = async move { schedules.list(true).await };
+        let known = if catch_up || self.since_full + 1 >= FULL_SYNC_EVERY {
+            None
+        } else {
+            self.fingerprint
+        };
+        // Asks whether anything changed before loading them all.
+        let load = async move {
+            let print = schedules.fingerprint().await?;
+            if Some(print) == known {
+                return Ok((print, None));
+            }
+            Ok::<_, crate::store::StoreError>((print, Some(schedules.list(true).await?)))
+        };
         ctx.spawn(load.into_actor(self).map(move |loaded, act, ctx| {
             let loaded = match loaded {
-                Ok(loaded) => loaded,
+                Ok((_, None)) => {
+                    act.since_full += 1;
+                    return;
+                }
+                Ok((print, Some(loaded))) => {
+                    act.fingerprint = Some(print);
+                    act.since_full = 0;
+                    loaded
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot load schedules; keeping the ones held");
                     return;

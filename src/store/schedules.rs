@@ -218,6 +218,21 @@ impl ScheduleStore {
             .await
     }
 
+    /// Changes whenever a schedule is created, changed or deleted: how many there are
+    /// and their latest update (a cheap question for a replica that holds them all).
+    pub async fn fingerprint(&self) -> Result<(i64, Option<NaiveDateTime>), StoreError> {
+        self.db
+            .run(|conn| {
+                Ok(with_backend!(conn, |c| schedules::table
+                    .select((
+                        diesel::dsl::count_star(),
+                        diesel::dsl::max(schedules::updated_at)
+                    ))
+                    .first::<(i64, Option<NaiveDateTime>)>(c))?)
+            })
+            .await
+    }
+
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.db
