@@ -66,6 +66,9 @@ impl Writer {
         std::thread::Builder::new()
             .name("execution-writer".into())
             .spawn(move || {
+                // The connection stays with the writer between batches (no checkout,
+                // no validation query per commit); an error gives it back.
+                let mut held = None;
                 while let Ok(first) = pending.recv() {
                     let mut batch = vec![first];
                     while batch.len() < MAX_BATCH {
@@ -74,7 +77,7 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    write_batch(&db, batch);
+                    write_batch(&db, &mut held, batch);
                 }
             })
             .expect("the execution writer thread starts");
@@ -150,8 +153,10 @@ macro_rules! apply {
     };
 }
 
-fn write_batch(db: &Db, batch: Vec<(Op, Reply)>) {
-    let mut conn = match db.connection() {
+type Held = Option<r2d2::PooledConnection<crate::store::ConnectionManager>>;
+
+fn write_batch(db: &Db, held: &mut Held, batch: Vec<(Op, Reply)>) {
+    let mut conn = match held.take().map_or_else(|| db.connection(), Ok) {
         Ok(conn) => conn,
         Err(e) => {
             let reason = e.to_string();
@@ -172,6 +177,7 @@ fn write_batch(db: &Db, batch: Vec<(Op, Reply)>) {
             for (reply, written) in replies.into_iter().zip(written) {
                 let _ = reply.send(Ok(written));
             }
+            *held = Some(conn);
         }
         Err(e) if ops.len() == 1 => {
             if let Some(reply) = replies.into_iter().next() {
