@@ -227,6 +227,9 @@ pub struct LogFanout {
     unstored: usize,
     /// Who waits for every line received so far to be stored (shutdown).
     idle_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    /// The flush timer, running only while some stream is open (an idle proctord
+    /// does not wake up for it).
+    ticking: Option<SpawnHandle>,
 }
 
 impl LogFanout {
@@ -239,7 +242,30 @@ impl LogFanout {
             write_done: None,
             unstored: 0,
             idle_waiters: Vec::new(),
+            ticking: None,
         }
+    }
+
+    /// Starts the flush timer unless it runs; it stops itself once no stream is open
+    /// and every line is stored.
+    fn tick_while_live(&mut self, ctx: &mut Context<Self>) {
+        if self.ticking.is_some() {
+            return;
+        }
+        self.ticking = Some(ctx.run_interval(FLUSH_INTERVAL, |act, ctx| {
+            act.flush(ctx);
+            // Retry subscribers whose mailboxes were full.
+            for live in act.live.values_mut() {
+                live.deliver();
+            }
+            if act.live.is_empty()
+                && !act.writing
+                && act.unstored == 0
+                && let Some(timer) = act.ticking.take()
+            {
+                ctx.cancel_future(timer);
+            }
+        }));
     }
 
     /// Hands every line not yet in a write to a new write, unless one is in flight
@@ -386,13 +412,7 @@ impl Actor for LogFanout {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        ctx.run_interval(FLUSH_INTERVAL, |act, ctx| {
-            act.flush(ctx);
-            // Retry subscribers whose mailboxes were full.
-            for live in act.live.values_mut() {
-                live.deliver();
-            }
-        });
+        self.tick_while_live(ctx);
     }
 }
 
@@ -407,7 +427,8 @@ impl Supervised for LogFanout {
 impl Handler<Open> for LogFanout {
     type Result = ();
 
-    fn handle(&mut self, msg: Open, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: Open, ctx: &mut Context<Self>) {
+        self.tick_while_live(ctx);
         self.live.entry(msg.execution).or_insert_with(|| Live {
             execution_id: msg.execution_id,
             next_seq: msg.next_seq,
