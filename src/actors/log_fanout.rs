@@ -131,6 +131,16 @@ pub struct Unsubscribe {
     pub id: u64,
 }
 
+/// The batches (in seq order) from the one holding `seq` on; the first may start
+/// earlier.
+fn batches_from(
+    batches: &VecDeque<Arc<Vec<LogLine>>>,
+    seq: i64,
+) -> impl Iterator<Item = &Arc<Vec<LogLine>>> {
+    let first = batches.partition_point(|b| b.last().is_some_and(|l| l.seq < seq));
+    batches.range(first..)
+}
+
 /// A subscriber is a cursor into the execution's batches in memory.
 struct Subscriber {
     id: u64,
@@ -143,8 +153,7 @@ impl Subscriber {
     /// Sends the batches from its cursor on until its mailbox is full; false when it
     /// must be dropped (gone, or more than [`SUBSCRIBER_BACKLOG_LINES`] behind).
     fn deliver(&mut self, batches: &VecDeque<Arc<Vec<LogLine>>>, head: i64) -> bool {
-        let first = batches.partition_point(|b| b.last().is_some_and(|l| l.seq < self.next));
-        for batch in batches.range(first..) {
+        for batch in batches_from(batches, self.next) {
             match self.recipient.try_send(ToSubscriber::Lines(batch.clone())) {
                 Ok(()) => self.next = batch.last().map_or(self.next, |l| l.seq + 1),
                 Err(SendError::Full(_)) => break,
@@ -161,8 +170,7 @@ impl Subscriber {
     /// Sends everything from its cursor on past the mailbox bound (bounded: it is
     /// within [`SUBSCRIBER_BACKLOG_LINES`]), then `last`.
     fn finish(self, batches: &VecDeque<Arc<Vec<LogLine>>>, last: ToSubscriber) {
-        let first = batches.partition_point(|b| b.last().is_some_and(|l| l.seq < self.next));
-        for batch in batches.range(first..) {
+        for batch in batches_from(batches, self.next) {
             self.recipient.do_send(ToSubscriber::Lines(batch.clone()));
         }
         self.recipient.do_send(last);
@@ -279,10 +287,7 @@ impl LogFanout {
         let mut upto = Vec::new();
         for (execution, live) in &mut self.live {
             let sent_upto = live.sent_upto;
-            let pending = live
-                .batches
-                .iter()
-                .filter(|batch| batch.last().is_some_and(|line| line.seq > sent_upto))
+            let pending = batches_from(&live.batches, sent_upto + 1)
                 .flat_map(|batch| batch.iter())
                 .filter(|line| line.seq > sent_upto);
             let before = rows.len();

@@ -3,9 +3,9 @@
 //!
 //! The session reads the stored lines first, then subscribes to the LogFanout from the
 //! last line it has, so a client joining at any moment gets every line once. Its
-//! mailbox is small: a client that stops reading stops the session, the LogFanout
-//! finds the mailbox full and unsubscribes it without slowing anyone else, and the
-//! session reads on from the store when the client reads again.
+//! mailbox is small: a client that stops reading stops the session, and the LogFanout
+//! keeps its place without slowing anyone else; once it is too far behind it is
+//! unsubscribed, and the session reads on from the store when the client reads again.
 
 use std::time::Duration;
 
