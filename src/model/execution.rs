@@ -124,6 +124,15 @@ impl Status {
             .filter(|s| s.can_move_to(next))
             .collect()
     }
+
+    /// The names of the statuses a run has not ended in (for store filters).
+    pub fn unfinished_names() -> Vec<&'static str> {
+        Status::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| s.as_str())
+            .collect()
+    }
 }
 
 impl fmt::Display for Status {

@@ -353,11 +353,7 @@ impl ScheduleStore {
     /// Whether a run of the schedule has not finished yet.
     pub async fn has_unfinished_run(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        let open: Vec<&'static str> = Status::ALL
-            .iter()
-            .filter(|s| !s.is_final())
-            .map(|s| s.as_str())
-            .collect();
+        let open = Status::unfinished_names();
         self.db
             .run(move |conn| {
                 let count: i64 = with_backend!(conn, |c| executions::table

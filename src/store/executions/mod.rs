@@ -297,11 +297,7 @@ impl ExecutionStore {
 
     /// Every execution not in a final state (for reconciliation at start-up).
     pub async fn unfinished(&self) -> Result<Vec<Execution>, StoreError> {
-        let open: Vec<&'static str> = Status::ALL
-            .iter()
-            .filter(|s| !s.is_final())
-            .map(|s| s.as_str())
-            .collect();
+        let open = Status::unfinished_names();
         self.db
             .run(move |conn| {
                 let rows: Vec<Row> = with_backend!(conn, |c| executions::table
