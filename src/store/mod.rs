@@ -129,6 +129,21 @@ impl r2d2::ManageConnection for ConnectionManager {
     }
 }
 
+/// A pool that connects on first use (never at build time).
+fn build_pool(
+    manager: &ConnectionManager,
+    max_size: u32,
+    max_lifetime: Option<Duration>,
+) -> r2d2::Pool<ConnectionManager> {
+    r2d2::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(0))
+        .max_lifetime(max_lifetime)
+        .connection_timeout(Duration::from_secs(5))
+        .error_handler(Box::new(r2d2::LoggingErrorHandler))
+        .build_unchecked(manager.clone())
+}
+
 /// The relational database: a pool and the one way to use it, [`Db::run`].
 #[derive(Clone)]
 pub struct Db {
@@ -158,13 +173,7 @@ impl Db {
             kind: settings.kind,
             url: settings.url.expose().clone(),
         };
-        let pool = r2d2::Pool::builder()
-            .max_size(max_size)
-            .min_idle(Some(0))
-            .max_lifetime(Some(settings.connection_max_lifetime))
-            .connection_timeout(Duration::from_secs(5))
-            .error_handler(Box::new(r2d2::LoggingErrorHandler))
-            .build_unchecked(manager.clone());
+        let pool = build_pool(&manager, max_size, Some(settings.connection_max_lifetime));
         Ok(Self {
             pool,
             kind: settings.kind,
@@ -188,15 +197,8 @@ impl Db {
     /// A pool of its own with one connection, on the same database: work that must
     /// not queue behind everything else for a connection (the Ticker's claims).
     pub fn reserved(&self) -> Self {
-        let pool = r2d2::Pool::builder()
-            .max_size(1)
-            .min_idle(Some(0))
-            .max_lifetime(self.pool.max_lifetime())
-            .connection_timeout(Duration::from_secs(5))
-            .error_handler(Box::new(r2d2::LoggingErrorHandler))
-            .build_unchecked(self.manager.clone());
         Self {
-            pool,
+            pool: build_pool(&self.manager, 1, self.pool.max_lifetime()),
             kind: self.kind,
             manager: self.manager.clone(),
         }
