@@ -310,12 +310,16 @@ impl Run {
             std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
         // The program is looked up here, in the PATH the run gets: given a bare name and
         // a PATH of its own, std would fork proctord (copying its page tables) instead of
-        // using posix_spawn, which costs more the more memory proctord maps.
-        // An arg named PATH overrides it (args are set after it below).
-        let lookup = self.spec.args.get("PATH").map_or(path.clone(), Into::into);
-        let program = match which::which_in(&self.command[0], Some(&lookup), &self.workdir) {
-            Ok(found) if !self.command[0].contains('/') => found.into_os_string(),
-            _ => self.command[0].clone().into(),
+        // using posix_spawn, which costs more the more memory proctord maps. An arg
+        // named PATH overrides it (args are set after it below). A name with a slash is
+        // a path already; a name not found is left for spawn to report.
+        let given = &self.command[0];
+        let program = if given.contains('/') {
+            given.into()
+        } else {
+            let lookup = self.spec.args.get("PATH").map_or(path.clone(), Into::into);
+            which::which_in(given, Some(&lookup), &self.workdir)
+                .map_or_else(|_| given.into(), |found| found.into_os_string())
         };
         let mut command = Command::new(program);
         command
