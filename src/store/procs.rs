@@ -1,12 +1,10 @@
 //! Proc metadata: Redis keys `<prefix><name>-metadata` (the original's layout) in
 //! production, the `procs` table in the embedded mode.
 
-use diesel::prelude::*;
-use redis::Commands as _;
-
 use crate::model::{ProcMetadata, ProcName};
+use diesel::prelude::*;
 
-use super::redis::{glob_escape, scan_keys};
+use super::redis::glob_escape;
 use super::schema::{proc_secrets, procs};
 use super::{Db, Redis, StoreError};
 
@@ -46,13 +44,12 @@ impl ProcStore {
                         )
                     })
                     .collect();
-                redis
-                    .run(move |conn| {
-                        // MSET is atomic: every proc of the request, or none.
-                        let _: () = conn.mset(&pairs)?;
-                        Ok(())
-                    })
-                    .await
+                // MSET is atomic: every proc of the request, or none.
+                let mut mset = redis::cmd("MSET");
+                for (key, value) in &pairs {
+                    mset.arg(key).arg(value);
+                }
+                redis.query::<()>(&mset).await
             }
             ProcStore::Db(db) => {
                 db.run(move |conn| {
@@ -82,24 +79,20 @@ impl ProcStore {
 
     /// Every proc, sorted by name.
     pub async fn list(&self) -> Result<Vec<ProcMetadata>, StoreError> {
-        let mut all = match self {
+        let mut all: Vec<ProcMetadata> = match self {
             ProcStore::Redis(redis) => {
                 let pattern = format!("{}*{METADATA_SUFFIX}", glob_escape(redis.prefix()));
-                redis
-                    .run(move |conn| {
-                        let keys = scan_keys(conn, &pattern)?;
-                        if keys.is_empty() {
-                            return Ok(Vec::new());
-                        }
-                        let values: Vec<Option<String>> =
-                            redis::cmd("MGET").arg(&keys).query(conn)?;
-                        keys.iter()
-                            .zip(values)
-                            // A key deleted between SCAN and MGET is simply gone.
-                            .filter_map(|(key, value)| value.map(|v| decode(key, &v)))
-                            .collect()
-                    })
-                    .await?
+                let keys = redis.scan_keys(&pattern).await?;
+                if keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let values: Vec<Option<String>> =
+                    redis.query(redis::cmd("MGET").arg(&keys)).await?;
+                keys.iter()
+                    .zip(values)
+                    // A key deleted between SCAN and MGET is simply gone.
+                    .filter_map(|(key, value)| value.map(|v| decode(key, &v)))
+                    .collect::<Result<_, _>>()?
             }
             ProcStore::Db(db) => {
                 db.run(|conn| {
@@ -120,12 +113,8 @@ impl ProcStore {
         match self {
             ProcStore::Redis(redis) => {
                 let key = redis.key(&format!("{name}{METADATA_SUFFIX}"));
-                redis
-                    .run(move |conn| {
-                        let value: Option<String> = conn.get(&key)?;
-                        value.map(|v| decode(name.as_str(), &v)).transpose()
-                    })
-                    .await
+                let value: Option<String> = redis.query(redis::cmd("GET").arg(&key)).await?;
+                value.map(|v| decode(name.as_str(), &v)).transpose()
             }
             ProcStore::Db(db) => {
                 db.run(move |conn| {
@@ -148,16 +137,10 @@ impl ProcStore {
             ProcStore::Redis(redis) => {
                 let metadata = redis.key(&format!("{name}{METADATA_SUFFIX}"));
                 let secrets = secrets_key(redis, &name);
-                redis
-                    .run(move |conn| {
-                        let (removed, _): (u32, u32) = redis::pipe()
-                            .atomic()
-                            .del(&metadata)
-                            .del(&secrets)
-                            .query(conn)?;
-                        Ok(removed > 0)
-                    })
-                    .await
+                let (removed, _): (u32, u32) = redis
+                    .query_pipe(redis::pipe().atomic().del(&metadata).del(&secrets))
+                    .await?;
+                Ok(removed > 0)
             }
             ProcStore::Db(db) => {
                 db.run(move |conn| {

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use diesel::prelude::*;
-use redis::Commands as _;
 
 use crate::config::Sensitive;
 use crate::model::{EnvName, ProcName};
@@ -66,19 +65,17 @@ impl SecretStore {
         match &self.backend {
             Backend::Redis(redis) => {
                 let key = secrets_key(redis, proc);
-                redis
-                    .run(move |conn| {
-                        let mut names: Vec<String> = redis::pipe()
+                let (mut names,): (Vec<String>,) = redis
+                    .query_pipe(
+                        redis::pipe()
                             .atomic()
                             .hset_multiple(&key, &sealed)
                             .ignore()
-                            .hkeys(&key)
-                            .query::<(Vec<String>,)>(conn)?
-                            .0;
-                        names.sort();
-                        Ok(names)
-                    })
-                    .await
+                            .hkeys(&key),
+                    )
+                    .await?;
+                names.sort();
+                Ok(names)
             }
             Backend::Db(db) => {
                 let proc = proc.clone();
@@ -144,13 +141,10 @@ impl SecretStore {
         match &self.backend {
             Backend::Redis(redis) => {
                 let key = secrets_key(redis, proc);
-                redis
-                    .run(move |conn| {
-                        let (count, _): (usize, u32) =
-                            redis::pipe().atomic().hlen(&key).del(&key).query(conn)?;
-                        Ok(count)
-                    })
-                    .await
+                let (count, _): (usize, u32) = redis
+                    .query_pipe(redis::pipe().atomic().hlen(&key).del(&key))
+                    .await?;
+                Ok(count)
             }
             Backend::Db(db) => {
                 let proc = proc.clone();
@@ -172,9 +166,7 @@ impl SecretStore {
         match &self.backend {
             Backend::Redis(redis) => {
                 let key = secrets_key(redis, proc);
-                redis
-                    .run(move |conn| Ok(conn.hgetall::<_, BTreeMap<String, Vec<u8>>>(&key)?))
-                    .await
+                redis.query(redis::cmd("HGETALL").arg(&key)).await
             }
             Backend::Db(db) => {
                 let proc = proc.clone();

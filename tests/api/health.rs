@@ -2,7 +2,10 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::{Backend, TEST_SECRETS_KEY, backends, json_body, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Backend, TEST_SECRETS_KEY, backends, error_message, json_body, sample_proc, spawn_app,
+    spawn_app_with,
+};
 
 #[actix_web::test]
 async fn ping_answers_pong() {
@@ -125,6 +128,50 @@ async fn ready_turns_503_when_redis_stops_and_200_when_it_returns() {
 
     let _again = OwnRedis::start_on(port).expect("redis-server restarts");
     json_body(app.ready().await, 200).await;
+}
+
+/// Procs live in Redis here: while it is down requests get a clear 503, and the first
+/// request after it restarts succeeds (the dropped connection is remade and the command
+/// sent again) instead of failing on the dead connection.
+#[actix_web::test]
+async fn proc_requests_fail_clearly_while_redis_is_down_and_succeed_right_after_it_restarts() {
+    let Some(redis) = OwnRedis::start_on(free_port()) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true requires redis-server on the PATH"
+        );
+        eprintln!("SKIPPING proc_requests_..._after_it_restarts: redis-server cannot be started");
+        return;
+    };
+    let address = format!("127.0.0.1:{}", redis.1);
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[
+            ("redis_address", &address),
+            ("secrets_key", TEST_SECRETS_KEY),
+        ],
+    )
+    .await;
+    json_body(app.register(&sample_proc("before"), &app.admin).await, 201).await;
+    let listed = json_body(app.list_procs(&app.admin).await, 200).await;
+    assert_eq!(listed[0]["name"], "before");
+
+    // Restarted with no request in between: the first request meets the dead connection.
+    // This Redis keeps nothing on disk, so it comes back empty.
+    let port = redis.1;
+    drop(redis);
+    let again = OwnRedis::start_on(port).expect("redis-server restarts");
+    let listed = json_body(app.list_procs(&app.admin).await, 200).await;
+    assert_eq!(listed, serde_json::json!([]));
+    json_body(app.register(&sample_proc("after"), &app.admin).await, 201).await;
+
+    drop(again);
+    let message = error_message(app.describe("after", &app.admin).await, 503).await;
+    assert_eq!(message, "Redis is unavailable; try again shortly");
+    let _third = OwnRedis::start_on(port).expect("redis-server restarts");
+    json_body(app.register(&sample_proc("third"), &app.admin).await, 201).await;
+    let described = json_body(app.describe("third", &app.admin).await, 200).await;
+    assert_eq!(described["name"], "third");
 }
 
 #[actix_web::test]
