@@ -90,6 +90,7 @@ pub struct DatabaseSettings {
 pub struct RedisSettings {
     /// `redis://host:port/` (built from the original's `host:port` form when needed).
     pub url: Sensitive<String>,
+    /// Most commands in flight at once on the one pipelined connection.
     pub max_active_connections: u32,
     /// Prepended to every key, so several deployments (or tests) can share one server.
     pub key_prefix: String,
@@ -596,7 +597,7 @@ fn conninfo_quote(value: &str) -> String {
 
 fn read_redis(raw: &Raw) -> Result<Option<RedisSettings>, SettingsError> {
     let max_active_connections: u32 =
-        raw.parse("redis_max_active_connections", "a number of connections")?;
+        raw.parse("redis_max_active_connections", "a number of commands")?;
     if max_active_connections == 0 {
         return Err(SettingsError::new(
             "redis_max_active_connections",
