@@ -3,7 +3,8 @@
 //!
 //! `cargo bench --bench proctor` runs the full scenarios; `cargo test --bench proctor`
 //! (what CI runs) runs each in a smoke mode of a few seconds. Add scenario names
-//! (`dispatch fanout scheduling footprint kubernetes`) to run only those.
+//! (`dispatch fanout scheduling footprint kubernetes`) to run only those, and a backend
+//! name (`sqlite`, `postgres+redis`) to measure only that one.
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
@@ -787,6 +788,9 @@ fn main() {
         .map(String::as_str)
         .filter(|a| !a.starts_with("--"))
         .collect();
+    const BACKENDS: [&str; 2] = ["sqlite", "postgres+redis"];
+    let (wanted_backends, wanted): (Vec<&str>, Vec<&str>) =
+        wanted.into_iter().partition(|a| BACKENDS.contains(a));
     let runs = |name: &str| wanted.is_empty() || wanted.contains(&name);
     let mut backends = vec!["sqlite"];
     if production_available() {
@@ -794,6 +798,7 @@ fn main() {
     } else {
         eprintln!("PostgreSQL or Redis is not reachable: measuring the embedded default only");
     }
+    backends.retain(|b| wanted_backends.is_empty() || wanted_backends.contains(b));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
