@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 
-use crate::helpers::{backends, json_body, register_script, spawn_app};
+use crate::helpers::{backends, json_body, register_script, spawn_app, spawn_app_with};
 use proctor::app::Application;
 use proctor::model::{ExecutionName, Status};
 use proctor::store::{NewExecution, StoredLine, Transition};
@@ -261,6 +261,27 @@ async fn sigterm_during_a_live_log_stream_delivers_every_line_and_writes_the_fin
         .unwrap();
     assert_eq!(stored as usize, lines.len(), "what was sent was stored");
     std::fs::remove_dir_all(data_dir).unwrap();
+}
+
+/// The execution writers have connections of their own: with a pool of one connection,
+/// runs are still written and every read still gets the pool's connection.
+#[actix_web::test]
+async fn a_pool_of_one_connection_is_not_taken_by_the_execution_writers() {
+    for backend in backends() {
+        let app = spawn_app_with(backend, &[("postgres_max_connections", "1")]).await;
+        register_script(&app, "echo-one", "echo one", &[], json!({})).await;
+        let mut names = Vec::new();
+        for _ in 0..5 {
+            names.push(app.run("echo-one", json!({})).await);
+        }
+        for name in &names {
+            let done = app.wait_until_final(name, WAIT).await;
+            assert_eq!(done["status"], "SUCCEEDED", "{backend:?}: {done}");
+            assert_eq!(app.stored_logs(name).await, ["one"], "{backend:?}");
+        }
+        let listed = json_body(app.list_procs(&app.admin).await, 200).await;
+        assert_eq!(listed[0]["name"], "echo-one", "{backend:?}");
+    }
 }
 
 /// Execution writes are committed in groups: many at once all land, a duplicate name
