@@ -35,6 +35,10 @@ struct Plan {
     schedules_firing: usize,
     firing_for: Duration,
     schedules_idle: usize,
+    /// Wait after loading the schedules before measuring idle CPU: past the first sync,
+    /// which reloads everything because the schedules just changed.
+    idle_settle: Duration,
+    /// How long idle CPU is measured: a whole number of full reloads (every 6th sync).
     idle_for: Duration,
     idle_sessions: usize,
     kube_runs: usize,
@@ -52,6 +56,7 @@ impl Plan {
                 schedules_firing: 20,
                 firing_for: Duration::from_secs(3),
                 schedules_idle: 200,
+                idle_settle: Duration::from_secs(1),
                 idle_for: Duration::from_secs(2),
                 idle_sessions: 50,
                 kube_runs: 10,
@@ -66,7 +71,8 @@ impl Plan {
                 schedules_firing: 1_000,
                 firing_for: Duration::from_secs(30),
                 schedules_idle: 10_000,
-                idle_for: Duration::from_secs(10),
+                idle_settle: Duration::from_secs(11),
+                idle_for: Duration::from_secs(60),
                 idle_sessions: 1_000,
                 kube_runs: 100,
             }
@@ -637,7 +643,7 @@ async fn scheduling(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
         futures_util::future::join_all(futures).await;
     }
     let loaded_in = loading.elapsed();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(plan.idle_settle).await;
     let cpu_before = server.cpu_seconds();
     tokio::time::sleep(plan.idle_for).await;
     let cpu = (server.cpu_seconds() - cpu_before) / plan.idle_for.as_secs_f64() * 100.0;
