@@ -1,8 +1,9 @@
 //! Proc metadata: Redis keys `<prefix><name>-metadata` (the original's layout) in
 //! production, the `procs` table in the embedded mode.
 
-use crate::model::{ProcMetadata, ProcName};
 use diesel::prelude::*;
+
+use crate::model::{ProcMetadata, ProcName};
 
 use super::redis::glob_escape;
 use super::schema::{proc_secrets, procs};

@@ -61,19 +61,35 @@ struct StatusChange<'a> {
     attempts: Option<i32>,
 }
 
-type Queue = mpsc::Sender<(Op, Reply)>;
-
 /// The sending end; the thread stops when the last clone is dropped.
 #[derive(Clone)]
 pub(super) struct Writer {
-    queue: Queue,
+    queue: mpsc::Sender<(Op, Reply)>,
 }
 
 impl Writer {
     pub(super) fn start(db: Db) -> Self {
-        Self {
-            queue: spawn_writer(db.reserved(), "execution-writer"),
-        }
+        let db = db.reserved();
+        let (queue, pending) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("execution-writer".into())
+            .spawn(move || {
+                // The connection stays with the writer between batches (no checkout,
+                // no validation query per commit); an error gives it back.
+                let mut held = None;
+                while let Ok(first) = pending.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_BATCH {
+                        match pending.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    write_batch(&db, &mut held, batch);
+                }
+            })
+            .expect("the execution writer thread starts");
+        Self { queue }
     }
 
     /// Queues `op` and waits for its transaction to commit.
@@ -86,30 +102,6 @@ impl Writer {
             .await
             .map_err(|_| StoreError::Task("the execution writer dropped a write".into()))?
     }
-}
-
-/// A thread that commits what `Queue` brings, in groups.
-fn spawn_writer(db: Db, name: &str) -> Queue {
-    let (queue, pending) = mpsc::channel();
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            // The connection stays with the writer between batches (no checkout,
-            // no validation query per commit); an error gives it back.
-            let mut held = None;
-            while let Ok(first) = pending.recv() {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match pending.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
-                    }
-                }
-                write_batch(&db, &mut held, batch);
-            }
-        })
-        .expect("an execution writer thread starts");
-    queue
 }
 
 /// Applies one write on a connection of either backend (a macro: the two are
