@@ -3,7 +3,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::{
-    Backend, TEST_SECRETS_KEY, backends, error_message, json_body, sample_proc, spawn_app,
+    Backend, TEST_SECRETS_KEY, TestApp, backends, error_message, json_body, sample_proc, spawn_app,
     spawn_app_with,
 };
 
@@ -100,15 +100,16 @@ impl Drop for OwnRedis {
     }
 }
 
-#[actix_web::test]
-async fn ready_turns_503_when_redis_stops_and_200_when_it_returns() {
+/// A proctord keeping its procs in a redis-server of the test's own; `None` (the test is
+/// skipped, which CI does not allow) when redis-server cannot run here.
+async fn app_on_own_redis(test: &str) -> Option<(OwnRedis, TestApp)> {
     let Some(redis) = OwnRedis::start_on(free_port()) else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true requires redis-server on the PATH"
         );
-        eprintln!("SKIPPING ready_turns_503_when_redis_stops: redis-server cannot be started");
-        return;
+        eprintln!("SKIPPING {test}: redis-server cannot be started");
+        return None;
     };
     let address = format!("127.0.0.1:{}", redis.1);
     let app = spawn_app_with(
@@ -119,6 +120,14 @@ async fn ready_turns_503_when_redis_stops_and_200_when_it_returns() {
         ],
     )
     .await;
+    Some((redis, app))
+}
+
+#[actix_web::test]
+async fn ready_turns_503_when_redis_stops_and_200_when_it_returns() {
+    let Some((redis, app)) = app_on_own_redis("ready_turns_503_when_redis_stops").await else {
+        return;
+    };
     json_body(app.ready().await, 200).await;
 
     let port = redis.1;
@@ -135,23 +144,9 @@ async fn ready_turns_503_when_redis_stops_and_200_when_it_returns() {
 /// sent again) instead of failing on the dead connection.
 #[actix_web::test]
 async fn proc_requests_fail_clearly_while_redis_is_down_and_succeed_right_after_it_restarts() {
-    let Some(redis) = OwnRedis::start_on(free_port()) else {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true requires redis-server on the PATH"
-        );
-        eprintln!("SKIPPING proc_requests_..._after_it_restarts: redis-server cannot be started");
+    let Some((redis, app)) = app_on_own_redis("proc_requests_..._after_it_restarts").await else {
         return;
     };
-    let address = format!("127.0.0.1:{}", redis.1);
-    let app = spawn_app_with(
-        Backend::Embedded,
-        &[
-            ("redis_address", &address),
-            ("secrets_key", TEST_SECRETS_KEY),
-        ],
-    )
-    .await;
     json_body(app.register(&sample_proc("before"), &app.admin).await, 201).await;
     let listed = json_body(app.list_procs(&app.admin).await, 200).await;
     assert_eq!(listed[0]["name"], "before");
