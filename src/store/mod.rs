@@ -196,7 +196,7 @@ impl Db {
 
     /// A pool of its own with one connection, on the same database: work that must
     /// not queue behind everything else for a connection (the Ticker's claims, the
-    /// execution writers).
+    /// execution writer).
     pub fn reserved(&self) -> Self {
         Self {
             pool: build_pool(&self.manager, 1, self.pool.max_lifetime()),
@@ -205,7 +205,7 @@ impl Db {
         }
     }
 
-    /// A pooled connection for a thread of its own that may block (an execution
+    /// A pooled connection for a thread of its own that may block (the execution
     /// writer, on its [`Db::reserved`] pool); everything else goes through [`Db::run`].
     pub(crate) fn connection(
         &self,

@@ -263,10 +263,10 @@ async fn sigterm_during_a_live_log_stream_delivers_every_line_and_writes_the_fin
     std::fs::remove_dir_all(data_dir).unwrap();
 }
 
-/// The execution writers have connections of their own: with a pool of one connection,
+/// The execution writer has a connection of its own: with a pool of one connection,
 /// runs are still written and every read still gets the pool's connection.
 #[actix_web::test]
-async fn a_pool_of_one_connection_is_not_taken_by_the_execution_writers() {
+async fn a_pool_of_one_connection_is_not_taken_by_the_execution_writer() {
     for backend in backends() {
         let app = spawn_app_with(backend, &[("postgres_max_connections", "1")]).await;
         register_script(&app, "echo-one", "echo one", &[], json!({})).await;
