@@ -72,10 +72,9 @@ impl Executor for LocalExecutor {
                 )));
             }
         };
+        // Made when the run gets its slot (not here, on the submission's path; a queued
+        // run has no directory yet).
         let workdir = self.runs_dir.join(spec.execution.as_str());
-        std::fs::create_dir_all(&workdir).map_err(|e| {
-            ExecutorError::Refused(format!("cannot create {}: {e}", workdir.display()))
-        })?;
         let (cancel_tx, cancel_rx) = watch::channel(None);
         let (finished_tx, finished_rx) = watch::channel(false);
         self.running.lock().expect("not poisoned").insert(
@@ -266,6 +265,12 @@ impl Run {
     }
 
     async fn attempt(&mut self, attempt: u32, deadline: Instant) -> Stop {
+        if let Err(e) = std::fs::create_dir_all(&self.workdir) {
+            return Stop::SpawnFailed(format!(
+                "cannot create its working directory {}: {e}",
+                self.workdir.display()
+            ));
+        }
         let mut child = match self.spawn(attempt) {
             Ok(child) => child,
             Err(e) => {

@@ -61,6 +61,27 @@ async fn a_failing_proc_ends_failed_with_its_exit_code() {
 }
 
 #[actix_web::test]
+async fn a_run_whose_working_directory_cannot_be_made_ends_failed_saying_why() {
+    let app = spawn_app(Backend::Embedded).await;
+    register_script(&app, "homeless", "echo never", &[], json!({})).await;
+    // A file where the runs' directory should be.
+    let runs = app.data_dir.join("runs");
+    let _ = std::fs::remove_dir_all(&runs);
+    std::fs::write(&runs, "not a directory").unwrap();
+    let name = app.run("homeless", json!({})).await;
+    let execution = app.wait_until_final(&name, WAIT).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    let reason = execution["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("cannot create its working directory ")
+            && reason.contains(&format!("runs/{name}")),
+        "{reason}"
+    );
+    assert_eq!(execution["exit_code"], serde_json::Value::Null);
+    assert!(app.stored_logs(&name).await.is_empty());
+}
+
+#[actix_web::test]
 async fn a_proc_past_its_deadline_ends_timed_out() {
     let app = spawn_app(Backend::Embedded).await;
     register_script(
