@@ -284,6 +284,23 @@ async fn dispatch(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     let server = Server::start(backend, &[]).await;
     let client = reqwest::Client::new();
     server.register(&client, "noop", json!(["true"]), &[]).await;
+    // The floor under any request's latency with this client on this machine: GET
+    // /ping (no store, no actor) at the same rate.
+    let mut pings = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..(plan.dispatch_requests / 3).max(1) {
+        tick.tick().await;
+        let sent = Instant::now();
+        let response = client
+            .get(format!("{}/ping", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.bytes().await.unwrap();
+        pings.push(sent.elapsed().as_secs_f64() * 1000.0);
+    }
+    let pings = sorted(pings);
     // A fixed offered rate: 100 submissions a second.
     let mut latencies = Vec::new();
     let mut names = Vec::new();
@@ -319,6 +336,17 @@ async fn dispatch(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     let latencies = sorted(latencies);
     let to_running = sorted(to_running);
     let b = backend.to_owned();
+    rows.push(Row {
+        scenario: "dispatch",
+        backend: b.clone(),
+        metric: "HTTP floor: GET /ping at 100/s, p50 / p99 (ms)".into(),
+        value: format!(
+            "{:.2} / {:.2}",
+            percentile(&pings, 50.0),
+            percentile(&pings, 99.0)
+        ),
+        target: "",
+    });
     rows.push(Row {
         scenario: "dispatch",
         backend: b.clone(),
