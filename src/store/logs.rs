@@ -17,8 +17,33 @@ pub struct StoredLine {
     pub logged_at: NaiveDateTime,
 }
 
-/// Rows per INSERT: 4 parameters each stays far under SQLite's 32,766.
+/// Rows per INSERT on SQLite: 4 parameters each stays far under its 32,766.
 const CHUNK: usize = 1000;
+/// Rows per INSERT on PostgreSQL, where a chunk is four array parameters.
+const PG_CHUNK: usize = 5000;
+
+/// On PostgreSQL a chunk is sent as four arrays (one per column) and unnested into
+/// rows: one short statement with four parameters instead of a VALUES list with four
+/// per line, which PostgreSQL had to parse and plan anew for every batch (measured
+/// here: 200,000 lines in 1.04–1.11 s instead of 1.48–1.67 s, PostgreSQL's CPU
+/// 0.86–0.93 s instead of 1.17–1.32 s).
+const PG_INSERT: &str = "INSERT INTO execution_logs (execution_id, seq, line, logged_at) \
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::timestamp[]) \
+     ON CONFLICT DO NOTHING";
+
+fn pg_insert(c: &mut diesel::PgConnection, chunk: &[StoredLine]) -> QueryResult<usize> {
+    use diesel::sql_types::{Array, BigInt, Text, Timestamp};
+    let ids: Vec<&str> = chunk.iter().map(|l| l.execution_id.as_str()).collect();
+    let seqs: Vec<i64> = chunk.iter().map(|l| l.seq).collect();
+    let lines: Vec<&str> = chunk.iter().map(|l| l.line.as_str()).collect();
+    let times: Vec<NaiveDateTime> = chunk.iter().map(|l| l.logged_at).collect();
+    diesel::sql_query(PG_INSERT)
+        .bind::<Array<Text>, _>(ids)
+        .bind::<Array<BigInt>, _>(seqs)
+        .bind::<Array<Text>, _>(lines)
+        .bind::<Array<Timestamp>, _>(times)
+        .execute(c)
+}
 
 #[derive(Clone)]
 pub struct LogStore {
@@ -40,12 +65,13 @@ impl LogStore {
             .run(move |conn| {
                 // The one backend difference: how "skip a row already there" is spelled.
                 match conn {
+                    // One chunk is one statement, atomic without a transaction.
+                    super::DbConnection::Postgresql(c) if lines.len() <= PG_CHUNK => {
+                        pg_insert(c, &lines).map(|_| ())
+                    }
                     super::DbConnection::Postgresql(c) => c.transaction(|c| {
-                        for chunk in lines.chunks(CHUNK) {
-                            diesel::insert_into(execution_logs::table)
-                                .values(chunk)
-                                .on_conflict_do_nothing()
-                                .execute(c)?;
+                        for chunk in lines.chunks(PG_CHUNK) {
+                            pg_insert(c, chunk)?;
                         }
                         Ok::<_, diesel::result::Error>(())
                     }),

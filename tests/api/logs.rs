@@ -160,3 +160,42 @@ async fn the_log_socket_refuses_unknown_executions_and_plain_http() {
         "{message}"
     );
 }
+
+#[actix_web::test]
+async fn stored_lines_keep_their_text_and_order_across_large_batches_and_retried_ones() {
+    use proctor::store::StoredLine;
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        register_script(&app, "quiet", "true", &[], json!({})).await;
+        let name = app.run("quiet", json!({})).await;
+        app.wait_until_final(&name, WAIT).await;
+        let id = app.stores.executions.get(&name).await.unwrap().unwrap().id;
+        let line = |seq: i64, text: String| StoredLine {
+            execution_id: id.clone(),
+            seq,
+            line: text,
+            logged_at: proctor::store::now(),
+        };
+        let awkward = "quotes ' \" , {braces} \\ backslash, tab\there, ünïcödé ✓, NULL, {}";
+        // More lines than one statement takes on either backend.
+        let first: Vec<StoredLine> = (1..=12_000)
+            .map(|seq| line(seq, format!("line {seq:05} {awkward}")))
+            .collect();
+        app.stores.logs.append(first).await.unwrap();
+        // A retried batch overlapping the stored lines: those keep their first text.
+        let retried: Vec<StoredLine> = (11_990..=12_010)
+            .map(|seq| line(seq, format!("line {seq:05} retried")))
+            .collect();
+        app.stores.logs.append(retried).await.unwrap();
+
+        let stored = app.stored_logs(&name).await;
+        assert_eq!(stored.len(), 12_010, "{backend:?}");
+        assert_eq!(stored[0], format!("line 00001 {awkward}"), "{backend:?}");
+        assert_eq!(stored[11_999], format!("line 12000 {awkward}"));
+        assert_eq!(stored[12_000], "line 12001 retried");
+        assert!(
+            stored.windows(2).all(|w| w[0] < w[1]),
+            "{backend:?}: in seq order"
+        );
+    }
+}
