@@ -280,45 +280,56 @@ fn seconds_between(a: &Value, b: &Value) -> Option<f64> {
     Some((b - a).num_microseconds()? as f64 / 1e6)
 }
 
+/// Sends `count` requests at a fixed 100 a second, one at a time, and hands each
+/// response to `take`. Answers the latencies (ms, until the response's head arrived),
+/// sorted.
+async fn at_100_per_second(
+    count: usize,
+    request: impl Fn() -> reqwest::RequestBuilder,
+    mut take: impl AsyncFnMut(reqwest::Response),
+) -> Vec<f64> {
+    let mut latencies = Vec::with_capacity(count);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..count {
+        tick.tick().await;
+        let sent = Instant::now();
+        let response = request().send().await.unwrap();
+        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        take(response).await;
+    }
+    sorted(latencies)
+}
+
 async fn dispatch(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     let server = Server::start(backend, &[]).await;
     let client = reqwest::Client::new();
     server.register(&client, "noop", json!(["true"]), &[]).await;
     // The floor under any request's latency with this client on this machine: GET
     // /ping (no store, no actor) at the same rate.
-    let mut pings = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    for _ in 0..(plan.dispatch_requests / 3).max(1) {
-        tick.tick().await;
-        let sent = Instant::now();
-        let response = client
-            .get(format!("{}/ping", server.base))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status().as_u16(), 200);
-        response.bytes().await.unwrap();
-        pings.push(sent.elapsed().as_secs_f64() * 1000.0);
-    }
-    let pings = sorted(pings);
-    // A fixed offered rate: 100 submissions a second.
-    let mut latencies = Vec::new();
+    let pings = at_100_per_second(
+        (plan.dispatch_requests / 3).max(1),
+        || client.get(format!("{}/ping", server.base)),
+        async |response| {
+            assert_eq!(response.status().as_u16(), 200);
+            response.bytes().await.unwrap();
+        },
+    )
+    .await;
     let mut names = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    for _ in 0..plan.dispatch_requests {
-        tick.tick().await;
-        let sent = Instant::now();
-        let response = client
-            .post(format!("{}/jobs/execute", server.base))
-            .json(&json!({"name": "noop"}))
-            .send()
-            .await
-            .unwrap();
-        latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(response.status().as_u16(), 201);
-        let body: Value = response.json().await.unwrap();
-        names.push(body["name"].as_str().unwrap().to_owned());
-    }
+    let latencies = at_100_per_second(
+        plan.dispatch_requests,
+        || {
+            client
+                .post(format!("{}/jobs/execute", server.base))
+                .json(&json!({"name": "noop"}))
+        },
+        async |response| {
+            assert_eq!(response.status().as_u16(), 201);
+            let body: Value = response.json().await.unwrap();
+            names.push(body["name"].as_str().unwrap().to_owned());
+        },
+    )
+    .await;
     let mut to_running = Vec::new();
     for name in names.iter().step_by((names.len() / 200).max(1)) {
         let mut record = execution(&client, &server.base, name).await;
@@ -333,7 +344,6 @@ async fn dispatch(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
             to_running.push(s * 1000.0);
         }
     }
-    let latencies = sorted(latencies);
     let to_running = sorted(to_running);
     let b = backend.to_owned();
     rows.push(Row {

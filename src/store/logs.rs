@@ -63,7 +63,8 @@ impl LogStore {
         }
         self.db
             .run(move |conn| {
-                // The one backend difference: how "skip a row already there" is spelled.
+                // The backends differ in how a batch is sent and how "skip a row already
+                // there" is spelled.
                 match conn {
                     // One chunk is one statement, atomic without a transaction.
                     super::DbConnection::Postgresql(c) if lines.len() <= PG_CHUNK => {
