@@ -101,6 +101,9 @@ impl Application {
                 .configure(api::routes)
                 .default_service(web::to(api::unknown_route))
         })
+        // Without it, a websocket's small frames wait for the client's delayed ACK
+        // (Nagle): a live log line could sit up to ~40 ms in the kernel.
+        .tcp_nodelay(true)
         .listen(listener)?
         .shutdown_timeout(10)
         .disable_signals()

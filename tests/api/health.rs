@@ -203,3 +203,54 @@ async fn every_sqlite_connection_runs_with_wal_normal_sync_a_busy_timeout_and_fo
         "journal_mode=wal synchronous=1 busy_timeout=10000 foreign_keys=1"
     );
 }
+
+/// The server's end of a connection this process opened from `client_port`, as a
+/// `TcpStream` over a duplicate of its descriptor (the server runs in this process).
+fn server_end_of(client_port: u16) -> Option<std::net::TcpStream> {
+    use std::os::fd::FromRawFd;
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: dup only makes a new descriptor; the TcpStream owns (and closes) the
+        // copy, never the original. A descriptor that is not a TCP socket fails
+        // peer_addr below and is dropped.
+        let copy = unsafe { libc::dup(fd) };
+        if copy < 0 {
+            continue;
+        }
+        let stream = unsafe { std::net::TcpStream::from_raw_fd(copy) };
+        if stream
+            .peer_addr()
+            .is_ok_and(|peer| peer.port() == client_port)
+        {
+            return Some(stream);
+        }
+    }
+    None
+}
+
+#[actix_web::test]
+async fn accepted_connections_send_small_writes_at_once_without_waiting_for_acks() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let app = spawn_app(Backend::Embedded).await;
+    let server = app.address.trim_start_matches("http://").to_owned();
+    let mut client = tokio::net::TcpStream::connect(&server).await.unwrap();
+    client
+        .write_all(b"GET /ping HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 256];
+    let read = client.read(&mut answer).await.unwrap();
+    assert!(answer[..read].starts_with(b"HTTP/1.1 200"));
+    let client_port = client.local_addr().unwrap().port();
+    let accepted = server_end_of(client_port).expect("the server's end of the connection");
+    assert_eq!(
+        accepted.local_addr().unwrap().to_string(),
+        server,
+        "found the server's end"
+    );
+    // Nagle's algorithm off: a websocket's log frames go out as written instead of
+    // waiting for the client's delayed ACK.
+    assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is set");
+}
