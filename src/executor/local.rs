@@ -141,7 +141,11 @@ impl Executor for LocalExecutor {
     }
 
     async fn reconcile(&self, unfinished: &[ExecutionName]) -> Vec<RunEvent> {
-        // A child process does not outlive the proctord that started it.
+        // A child process does not outlive the proctord that started it; what it left
+        // in its working directory goes too.
+        for execution in unfinished {
+            remove_workdir(&self.runs_dir.join(execution.as_str())).await;
+        }
         unfinished
             .iter()
             .map(|execution| RunEvent::Failed {
@@ -258,7 +262,10 @@ impl Run {
     }
 
     /// The end of the stream, then the final event.
+    /// Removes the working directory (before the final status, so a run seen final has
+    /// left nothing on disk), then ends the output and reports `event`.
     async fn finish(&self, event: RunEvent) {
+        remove_workdir(&self.workdir).await;
         let execution = self.spec.execution.clone();
         let _ = self.sinks.logs.send(LogEvent::Ended { execution }).await;
         let _ = self.sinks.events.send(event).await;
@@ -393,6 +400,18 @@ impl Run {
                 }
             }
         })
+    }
+}
+
+/// Removes a run's working directory and whatever the run left in it (scratch space:
+/// its output is in the store). Failing to is logged, never fatal.
+async fn remove_workdir(workdir: &std::path::Path) {
+    match tokio::fs::remove_dir_all(workdir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(workdir = %workdir.display(), error = %e, "cannot remove a run's working directory")
+        }
     }
 }
 

@@ -61,6 +61,39 @@ async fn a_failing_proc_ends_failed_with_its_exit_code() {
 }
 
 #[actix_web::test]
+async fn a_finished_run_leaves_no_working_directory_behind() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let script =
+            "echo scratch > a.txt; mkdir -p deep/er; echo more > deep/er/b.txt; echo wrote";
+        register_script(&app, "scribbler", script, &[], json!({})).await;
+        register_script(
+            &app,
+            "failing-scribbler",
+            "echo x > c.txt; exit 1",
+            &[],
+            json!({}),
+        )
+        .await;
+        for proc in ["scribbler", "failing-scribbler"] {
+            let name = app.run(proc, json!({})).await;
+            let execution = app.wait_until_final(&name, WAIT).await;
+            assert!(
+                execution["status"] == "SUCCEEDED" || execution["status"] == "FAILED",
+                "{execution}"
+            );
+            let workdir = app.data_dir.join("runs").join(&name);
+            assert!(
+                !workdir.exists(),
+                "{backend:?}: {} is still there once {name} is {}",
+                workdir.display(),
+                execution["status"]
+            );
+        }
+    }
+}
+
+#[actix_web::test]
 async fn a_run_whose_working_directory_cannot_be_made_ends_failed_saying_why() {
     let app = spawn_app(Backend::Embedded).await;
     register_script(&app, "homeless", "echo never", &[], json!({})).await;

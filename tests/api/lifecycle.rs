@@ -111,6 +111,10 @@ async fn a_restart_settles_runs_left_unfinished_and_keeps_their_logs() {
                 logged_at: proctor::store::now(),
             });
         app.stores.logs.append(lines.collect()).await.unwrap();
+        // What its process left in its working directory.
+        let workdir = app.data_dir.join("runs").join(name.as_str());
+        std::fs::create_dir_all(workdir.join("nested")).unwrap();
+        std::fs::write(workdir.join("nested/left.txt"), "scratch").unwrap();
 
         // proctord starts again on the same stores.
         let restarted = Application::build(app.settings.clone()).await.unwrap();
@@ -121,6 +125,10 @@ async fn a_restart_settles_runs_left_unfinished_and_keeps_their_logs() {
         assert_eq!(
             settled["reason"],
             "proctord restarted while the execution was running"
+        );
+        assert!(
+            !workdir.exists(),
+            "{backend:?}: its working directory is removed"
         );
         assert_eq!(
             app.stored_logs(name.as_str()).await,
