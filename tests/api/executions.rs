@@ -3,8 +3,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::{
-    Backend, backends, captured_logs, error_message, json_body, numbered, register_script,
-    sample_proc, spawn_app, spawn_app_with,
+    Backend, backends, captured_logs, error_message, gone_within, json_body, numbered,
+    register_script, sample_proc, spawn_app, spawn_app_with,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -84,8 +84,8 @@ async fn a_finished_run_leaves_no_working_directory_behind() {
             );
             let workdir = app.data_dir.join("runs").join(&name);
             assert!(
-                !workdir.exists(),
-                "{backend:?}: {} is still there once {name} is {}",
+                gone_within(&workdir, WAIT).await,
+                "{backend:?}: {} is still there after {name} ended {}",
                 workdir.display(),
                 execution["status"]
             );

@@ -596,3 +596,15 @@ pub async fn register_script(app: &TestApp, name: &str, script: &str, args: &[&s
     }
     json_body(app.register(&proc, &app.admin).await, 201).await;
 }
+
+/// Whether `path` is gone within `within` (checked every 10 ms).
+pub async fn gone_within(path: &std::path::Path, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while path.exists() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}

@@ -127,7 +127,7 @@ async fn a_restart_settles_runs_left_unfinished_and_keeps_their_logs() {
             "proctord restarted while the execution was running"
         );
         assert!(
-            !workdir.exists(),
+            crate::helpers::gone_within(&workdir, Duration::from_secs(10)).await,
             "{backend:?}: its working directory is removed"
         );
         assert_eq!(
