@@ -265,8 +265,8 @@ impl Run {
         }
     }
 
-    /// The end of the stream, then the final event.
-    /// Ends the output, reports `event` and hands the working directory to the janitor.
+    /// The end of the stream, then the final event; then the working directory goes to
+    /// the janitor.
     async fn finish(&self, event: RunEvent) {
         let execution = self.spec.execution.clone();
         let _ = self.sinks.logs.send(LogEvent::Ended { execution }).await;
