@@ -7,7 +7,7 @@ use base64::Engine as _;
 use clap::{Parser, Subcommand};
 
 use proctor::app::Application;
-use proctor::config::Settings;
+use proctor::config::{ExecutorKind, Settings};
 use proctor::model::Email;
 use proctor::store::{Db, UserStore};
 
@@ -77,6 +77,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Serve = command
+        && settings.executor == ExecutorKind::Local
+    {
+        // Forked now, while proctord is still one thread: Sentry, tracing and the
+        // runtime start theirs just below.
+        if let Err(e) = proctor::executor::guard::start() {
+            eprintln!("proctord: cannot start the guard process of local runs: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let _sentry = proctor::telemetry::init_sentry(&settings);
     proctor::telemetry::init_tracing(&settings);
     let result = actix_web::rt::System::new().block_on(run(command, settings));

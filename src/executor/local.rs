@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use super::{Executor, ExecutorError, ExecutorSinks, LogEvent, RunEvent, RunSpec};
+use super::{Executor, ExecutorError, ExecutorSinks, LogEvent, RunEvent, RunSpec, guard};
 use crate::model::ExecutionName;
 
 /// The longest line kept whole; longer output is split into lines of this size.
@@ -288,6 +288,11 @@ impl Run {
             }
         };
         let pgid = child.id().map(|pid| pid as libc::pid_t);
+        // The leader's pid is its group's id (`process_group(0)`): from here the group
+        // dies with proctord, even on `kill -9`.
+        if let Some(pgid) = pgid {
+            guard::watch(pgid);
+        }
         let _ = self
             .sinks
             .events
@@ -311,6 +316,7 @@ impl Run {
             // The leader is gone or going: stop whatever it left behind in its group.
             let graceful = !matches!(stop, Stop::Exited(_));
             kill_group(pgid, &mut child, graceful).await;
+            guard::forget(pgid);
         }
         for reader in [stdout, stderr].into_iter().flatten() {
             if tokio::time::timeout(DRAIN_TIMEOUT, reader).await.is_err() {

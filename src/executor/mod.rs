@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use crate::config::Sensitive;
 use crate::model::{ExecutionName, ProcName, Status};
 
+pub mod guard;
 pub mod kubernetes;
 pub mod local;
 

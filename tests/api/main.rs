@@ -13,6 +13,7 @@ mod kubernetes;
 mod lifecycle;
 mod logs;
 mod observability;
+mod orphans;
 mod procs;
 mod schedules;
 mod secrets;
