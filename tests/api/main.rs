@@ -14,5 +14,6 @@ mod lifecycle;
 mod logs;
 mod observability;
 mod procs;
+mod replica;
 mod schedules;
 mod secrets;
