@@ -15,5 +15,6 @@ mod logs;
 mod observability;
 mod orphans;
 mod procs;
+mod replica;
 mod schedules;
 mod secrets;
