@@ -19,6 +19,9 @@ use crate::executor::{self, Executor, KubernetesExecutor, LocalExecutor};
 use crate::store::{KeySource, Stores};
 
 pub struct Application {
+    /// Held while the embedded default serves: a second proctord on the same SQLite
+    /// file is refused.
+    _lock: Option<crate::store::ReplicaLock>,
     port: u16,
     server: Server,
     stores: Stores,
@@ -59,15 +62,27 @@ impl Application {
             );
         }
 
+        let single = settings.database.kind == crate::config::DatabaseKind::Sqlite;
+        let _lock = match single {
+            true => Some(crate::store::lock_single_replica(&settings.database)?),
+            false => None,
+        };
+        tracing::info!(
+            replica = %stores.leases.ownership().replica,
+            lease_seconds = settings.lease.as_secs(),
+            "this replica's id"
+        );
         let (actors, executor) = start_actors(&settings, &stores).await?;
-        let reconciled = actors
-            .watcher
-            .send(actors::watcher::Reconcile)
+        // Runs left by replicas that are gone (and, for the one SQLite replica, by
+        // itself before a restart); never the runs of a live replica.
+        let taken = actors
+            .cluster
+            .send(actors::cluster::ClaimNow { everything: single })
             .await
-            .context("the Watcher did not start")??;
-        if reconciled > 0 {
+            .context("the Cluster did not start")??;
+        if taken > 0 {
             tracing::warn!(
-                "reconciled {reconciled} execution(s) left unfinished by a previous proctord"
+                "took over {taken} execution(s) left unfinished by a replica that is gone"
             );
         }
 
@@ -119,6 +134,7 @@ impl Application {
             },
         );
         Ok(Self {
+            _lock,
             port,
             server,
             stores,
@@ -145,6 +161,7 @@ impl Application {
     /// Serves until the server is stopped (SIGINT/SIGTERM stop it gracefully).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let stopping = Stopping {
+            _lock: self._lock,
             handle: self.server.handle(),
             stores: self.stores.clone(),
             actors: self.actors.clone(),
@@ -176,6 +193,7 @@ async fn wait_for_signal() {
 
 /// What a graceful shutdown needs.
 struct Stopping {
+    _lock: Option<crate::store::ReplicaLock>,
     handle: actix_web::dev::ServerHandle,
     stores: Stores,
     actors: Actors,
@@ -184,19 +202,21 @@ struct Stopping {
 
 impl Stopping {
     /// Stops firing schedules (other replicas' claims take over), ends the local runs
-    /// as interrupted and waits until that is written, stores every buffered line and
-    /// closes the log sessions after their last line, then stops the HTTP server.
+    /// as interrupted and waits until that is written, stops following Kubernetes
+    /// runs, stores every buffered line and closes the log sessions after their last
+    /// line, hands the Kubernetes runs' leases over, then stops the HTTP server.
     async fn stop(self) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_BUDGET;
         if let Some(ticker) = &self.actors.ticker {
             let _ = ticker.send(crate::actors::ticker::Pause).await;
         }
-        if tokio::time::timeout_at(deadline, self.executor.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("runs did not stop in time");
-        }
+        let handed_over = match tokio::time::timeout_at(deadline, self.executor.shutdown()).await {
+            Ok(runs) => runs,
+            Err(_) => {
+                tracing::warn!("runs did not stop in time");
+                Vec::new()
+            }
+        };
         let kind = self.executor.kind();
         while tokio::time::Instant::now() < deadline {
             match self.stores.executions.unfinished().await {
@@ -209,6 +229,14 @@ impl Stopping {
         let _ = tokio::time::timeout_at(
             deadline,
             self.actors.fanout.send(crate::actors::log_fanout::Shutdown),
+        )
+        .await;
+        // Every line this replica read is stored: the next owner resumes after them.
+        let _ = tokio::time::timeout_at(
+            deadline,
+            self.actors
+                .cluster
+                .send(crate::actors::cluster::Release { runs: handed_over }),
         )
         .await;
         self.handle.stop(true).await;

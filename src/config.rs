@@ -165,6 +165,11 @@ pub struct Settings {
     pub scheduled_jobs_fetch_interval: Duration,
     /// Whether this replica runs the Ticker (PROCTOR_SCHEDULER=off splits API from scheduling).
     pub scheduler: bool,
+    /// This replica's name in the executions it owns (PROCTOR_REPLICA_ID); `None`: one
+    /// is made for each start ([`default_replica_id`]).
+    pub replica_id: Option<String>,
+    /// How long an owner's hold on its unfinished executions lasts without a renewal.
+    pub lease: Duration,
     /// How often schedules changed by other replicas are picked up (at most the fetch interval).
     pub schedule_sync_interval: Duration,
     /// How old a fire missed while no replica ran may be and still run once at start-up.
@@ -444,6 +449,22 @@ impl Settings {
         }
 
         let scheduler = raw.one_of("scheduler", &[("on", true), ("off", false)])?;
+        let replica_id = match raw.optional("replica_id") {
+            Some(id) if id.len() > 100 || id.chars().any(char::is_whitespace) => {
+                return Err(SettingsError::new(
+                    "replica_id",
+                    "must be at most 100 characters with no spaces",
+                ));
+            }
+            other => other,
+        };
+        let lease_seconds: u64 = raw.parse("lease_seconds", "a number of seconds")?;
+        if !(2..=3600).contains(&lease_seconds) {
+            return Err(SettingsError::new(
+                "lease_seconds",
+                format!("must be between 2 and 3600, got {lease_seconds}"),
+            ));
+        }
         let sync_seconds: u64 =
             raw.parse("schedule_sync_interval_seconds", "a number of seconds")?;
         if sync_seconds == 0 {
@@ -486,6 +507,8 @@ impl Settings {
             min_client_version,
             scheduled_jobs_fetch_interval: Duration::from_secs(fetch_minutes * 60),
             scheduler,
+            replica_id,
+            lease: Duration::from_secs(lease_seconds),
             schedule_sync_interval,
             schedule_misfire_grace,
             mail,
@@ -498,6 +521,18 @@ impl Settings {
     pub fn is_embedded(&self) -> bool {
         self.database.kind == DatabaseKind::Sqlite && self.redis.is_none()
     }
+}
+
+/// `<host name>-<8 random hex digits>`: the host (a pod's name in Kubernetes) says
+/// where the replica ran, the random part tells apart two starts on one host.
+pub fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty() && !h.contains(char::is_whitespace))
+        .unwrap_or_else(|| "proctord".into());
+    format!("{host}-{:08x}", rand::random::<u32>())
 }
 
 /// The keys of `config/default.toml` with their default values.

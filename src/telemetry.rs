@@ -109,6 +109,8 @@ pub mod names {
     pub const MAILS: &str = "proctor_mails_total";
     pub const HTTP_REQUESTS: &str = "proctor_http_requests_total";
     pub const DB_POOL_CONNECTIONS: &str = "proctor_db_pool_connections";
+    pub const LEASE_BEAT: &str = "proctor_lease_beat_seconds";
+    pub const RUNS_TAKEN_OVER: &str = "proctor_runs_taken_over_total";
 }
 
 fn describe_metrics() {
@@ -134,6 +136,15 @@ fn describe_metrics() {
         "Executions running now (on this replica's writes)"
     );
     describe_gauge!(WEBSOCKET_SUBSCRIBERS, "Open log websocket sessions");
+    describe_histogram!(
+        LEASE_BEAT,
+        metrics::Unit::Seconds,
+        "How long renewing this replica's leases took (one statement per beat)"
+    );
+    describe_counter!(
+        RUNS_TAKEN_OVER,
+        "Runs this replica claimed after their owner's lease expired"
+    );
     describe_counter!(LOG_LINES, "Log lines received from runs");
     describe_counter!(
         SCHEDULE_FIRES,

@@ -1,6 +1,8 @@
 //! The Dispatcher starts and stops executions: it writes each one RECEIVED, checks
 //! what the run needs (a command for the local executor, the proc's secrets), opens its
-//! log stream and hands it to the executor; and it cancels runs on request.
+//! log stream and hands it to the executor; and it cancels runs on request: its own
+//! runs itself, another replica's through that replica (asked over the bus), and a
+//! dead replica's after taking them over.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +14,10 @@ use super::log_fanout::{LogFanout, Open, UpstreamGone};
 use super::watcher::{Apply, Watcher};
 use crate::executor::{Executor, RunSpec};
 use crate::model::{ExecutionName, ProcMetadata, Status};
-use crate::store::{Execution, ExecutionStore, NewExecution, SecretStore, StoreError, Transition};
+use crate::store::{
+    Announcement, Bus, Execution, ExecutionStore, LeaseStore, NewExecution, SecretStore,
+    StoreError, Transition,
+};
 use crate::telemetry::names;
 
 /// Runs `proc` with `args` for `user_email`.
@@ -44,7 +49,14 @@ pub enum DispatchError {
     AlreadyEnded { name: ExecutionName, status: Status },
     #[error("an actor is unavailable: {0}")]
     Mailbox(#[from] MailboxError),
+    /// The replica that runs the execution did not act on the request.
+    #[error("{0}")]
+    OwnerUnreachable(String),
 }
+
+/// How long a cancel asked of another replica may take to show in the store (a
+/// Kubernetes cancel waits up to 30 s for its Job's deletion).
+const REMOTE_CANCEL_WAIT: Duration = Duration::from_secs(40);
 
 /// Defaults for every run.
 #[derive(Debug, Clone)]
@@ -56,6 +68,8 @@ pub struct RunDefaults {
 pub struct Dispatcher {
     executions: ExecutionStore,
     secrets: SecretStore,
+    leases: LeaseStore,
+    bus: Bus,
     executor: Arc<dyn Executor>,
     watcher: Addr<Watcher>,
     fanout: Addr<LogFanout>,
@@ -63,9 +77,12 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         executions: ExecutionStore,
         secrets: SecretStore,
+        leases: LeaseStore,
+        bus: Bus,
         executor: Arc<dyn Executor>,
         watcher: Addr<Watcher>,
         fanout: Addr<LogFanout>,
@@ -74,6 +91,8 @@ impl Dispatcher {
         Self {
             executions,
             secrets,
+            leases,
+            bus,
             executor,
             watcher,
             fanout,
@@ -265,6 +284,8 @@ impl Handler<Cancel> for Dispatcher {
         let executor = self.executor.clone();
         let watcher = self.watcher.clone();
         let fanout = self.fanout.clone();
+        let leases = self.leases.clone();
+        let bus = self.bus.clone();
         Box::pin(async move {
             let name = msg.execution;
             let ended = |execution: Execution| match execution.status {
@@ -279,6 +300,43 @@ impl Handler<Cancel> for Dispatcher {
             };
             if execution.status.is_final() {
                 return ended(execution);
+            }
+            let me = leases.ownership().replica.clone();
+            if let Some(owner) = execution.owner.as_deref().filter(|o| **o != *me) {
+                let expired = execution
+                    .lease_expires_at
+                    .is_none_or(|until| until < crate::store::now());
+                if expired {
+                    // Its replica is gone: take it over first, then cancel it here.
+                    super::cluster::claim(leases.clone(), executor.kind(), watcher.clone(), false)
+                        .await?;
+                } else {
+                    if !bus.is_shared() {
+                        return Err(DispatchError::OwnerUnreachable(format!(
+                            "execution {name} runs on replica {owner}; cancelling it from another replica needs Redis (PROCTOR_REDIS_ADDRESS) to reach that replica"
+                        )));
+                    }
+                    bus.publish(Announcement::Cancel {
+                        execution: name.to_string(),
+                        owner: owner.to_owned(),
+                        by: msg.by.clone(),
+                    });
+                    let deadline = tokio::time::Instant::now() + REMOTE_CANCEL_WAIT;
+                    while tokio::time::Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        match executions.get(name.as_str()).await? {
+                            Some(execution) if execution.status.is_final() => {
+                                return ended(execution);
+                            }
+                            Some(_) => {}
+                            None => return Err(DispatchError::NotFound(name)),
+                        }
+                    }
+                    return Err(DispatchError::OwnerUnreachable(format!(
+                        "replica {owner}, which runs execution {name}, did not cancel it within {}s; try again",
+                        REMOTE_CANCEL_WAIT.as_secs()
+                    )));
+                }
             }
             let reason = format!("cancelled by {}", msg.by);
             let known = executor

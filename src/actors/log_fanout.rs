@@ -5,7 +5,8 @@
 //! too far behind is unsubscribed and told, and reads on from the store; the others
 //! never wait for it. Storing runs beside delivery: subscribers get a line as soon
 //! as it arrives, and the run's output slows only when the store falls
-//! [`MAX_UNSTORED_LINES`] behind.
+//! [`MAX_UNSTORED_LINES`] behind. Each write, once stored, is announced to the other
+//! replicas ("lines up to seq N are stored"), whose sessions read them from the store.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,12 +15,13 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::NaiveDateTime;
 
-use crate::executor::LogEvent;
+use crate::executor::{LogEvent, Origin};
 use crate::model::{ExecutionName, Status};
-use crate::store::{LogStore, StoredLine};
+use crate::store::{Announcement, Bus, LogStore, StoredLine};
 
-/// How often buffered lines are written.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
+/// How often buffered lines are written (and announced to the other replicas: this is
+/// most of a live line's delay on a replica that does not follow the run).
+const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 /// Buffered lines that trigger a write before the next tick.
 const FLUSH_LINES: usize = 5_000;
 /// Stored lines kept in memory per execution so a subscriber catching up from the
@@ -40,6 +42,8 @@ pub struct LogLine {
     pub seq: i64,
     pub text: String,
     pub at: NaiveDateTime,
+    /// The pod and container timestamp it came from (Kubernetes runs).
+    pub origin: Option<Origin>,
 }
 
 /// What a subscriber receives.
@@ -92,6 +96,14 @@ pub struct UpstreamGone {
 pub struct Finished {
     pub execution: ExecutionName,
     pub status: Status,
+}
+
+/// Another replica owns the execution now: drop its stream here (lines not yet stored
+/// are the new owner's to read again); its subscribers read on from the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Forget {
+    pub execution: ExecutionName,
 }
 
 /// Answers once every line of the execution is stored (its output ended, or never
@@ -225,6 +237,7 @@ struct Stored(Vec<(ExecutionName, i64)>);
 
 pub struct LogFanout {
     logs: LogStore,
+    bus: Bus,
     live: HashMap<ExecutionName, Live>,
     next_subscriber: u64,
     /// A write is in flight (one at a time, so lines are stored in order).
@@ -241,9 +254,10 @@ pub struct LogFanout {
 }
 
 impl LogFanout {
-    pub fn new(logs: LogStore) -> Self {
+    pub fn new(logs: LogStore, bus: Bus) -> Self {
         Self {
             logs,
+            bus,
             live: HashMap::new(),
             next_subscriber: 1,
             writing: false,
@@ -296,6 +310,8 @@ impl LogFanout {
                 seq: line.seq,
                 line: line.text.clone(),
                 logged_at: line.at,
+                pod: line.origin.as_ref().map(|o| o.pod.to_string()),
+                emitted_ns: line.origin.as_ref().map(|o| o.emitted_ns),
             }));
             if rows.len() > before {
                 live.sent_upto = live.next_seq - 1;
@@ -461,11 +477,12 @@ impl Handler<Incoming> for LogFanout {
                 };
                 metrics::counter!(crate::telemetry::names::LOG_LINES).increment(lines.len() as u64);
                 let mut batch = Vec::with_capacity(lines.len());
-                for (text, at) in lines {
+                for line in lines {
                     batch.push(LogLine {
                         seq: live.next_seq,
-                        text,
-                        at,
+                        text: line.text,
+                        at: line.at,
+                        origin: line.origin,
                     });
                     live.next_seq += 1;
                 }
@@ -489,6 +506,12 @@ impl Handler<Stored> for LogFanout {
     fn handle(&mut self, Stored(upto): Stored, ctx: &mut Context<Self>) {
         self.writing = false;
         self.write_done = None;
+        self.bus.publish(Announcement::Stored {
+            upto: upto
+                .iter()
+                .map(|(execution, seq)| (execution.to_string(), *seq))
+                .collect(),
+        });
         for (execution, seq) in upto {
             let Some(live) = self.live.get_mut(&execution) else {
                 continue;
@@ -509,6 +532,27 @@ impl Handler<Stored> for LogFanout {
                 }
                 live.batches.pop_front();
             }
+        }
+        self.settle(ctx);
+    }
+}
+
+/// Drops the stream; its subscribers go back to the store.
+impl Handler<Forget> for LogFanout {
+    type Result = ();
+
+    fn handle(&mut self, msg: Forget, ctx: &mut Context<Self>) {
+        let Some(live) = self.live.remove(&msg.execution) else {
+            return;
+        };
+        // Including lines in a write in flight: when it ends it finds no stream.
+        let unstored = usize::try_from(live.next_seq - 1 - live.stored_upto).unwrap_or(0);
+        self.unstored = self.unstored.saturating_sub(unstored);
+        for subscriber in live.subscribers {
+            subscriber.recipient.do_send(ToSubscriber::FellBehind);
+        }
+        for drain in live.drains {
+            let _ = drain.send(());
         }
         self.settle(ctx);
     }

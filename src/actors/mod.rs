@@ -9,12 +9,14 @@ use crate::config::Settings;
 use crate::executor::{Executor, ExecutorStreams, RunEvent};
 use crate::store::Stores;
 
+pub mod cluster;
 pub mod dispatcher;
 pub mod log_fanout;
 pub mod mailer;
 pub mod ticker;
 pub mod watcher;
 
+pub use cluster::Cluster;
 pub use dispatcher::{Cancel, DispatchError, Dispatcher, Execute, RunDefaults};
 pub use log_fanout::LogFanout;
 pub use mailer::Mailer;
@@ -28,6 +30,7 @@ pub struct Actors {
     pub watcher: Addr<Watcher>,
     pub fanout: Addr<LogFanout>,
     pub mailer: Addr<Mailer>,
+    pub cluster: Addr<Cluster>,
     /// `None` on a replica with PROCTOR_SCHEDULER=off.
     pub ticker: Option<Addr<Ticker>>,
 }
@@ -52,35 +55,54 @@ pub fn start(
     streams: ExecutorStreams,
     defaults: RunDefaults,
 ) -> Actors {
-    let logs = stores.logs.clone();
+    let (logs, bus) = (stores.logs.clone(), stores.bus.clone());
     // The LogFanout and the Ticker get threads of their own: a flood of log lines or
     // of status writes must not delay a schedule's fire, and the reverse.
     let fanout =
-        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| LogFanout::new(logs));
+        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| LogFanout::new(logs, bus));
     let mailer = {
         let (schedules, logs) = (stores.schedules.clone(), stores.logs.clone());
         let mail = settings.mail.clone();
         Supervisor::start(move |_| Mailer::new(&mail, schedules, logs))
     };
     let watcher = {
-        let (executions, logs, executor, fanout, mailer) = (
+        let (executions, logs, executor, fanout, mailer, bus) = (
             stores.executions.clone(),
             stores.logs.clone(),
             executor.clone(),
             fanout.clone(),
             mailer.clone(),
+            stores.bus.clone(),
         );
-        Supervisor::start(move |_| Watcher::new(executions, logs, executor, fanout, mailer))
+        Supervisor::start(move |_| Watcher::new(executions, logs, executor, fanout, mailer, bus))
     };
     let dispatcher = {
-        let (executions, secrets, watcher, fanout) = (
+        let (executions, secrets, leases, bus, watcher, fanout, executor) = (
             stores.executions.clone(),
             stores.secrets.clone(),
+            stores.leases.clone(),
+            stores.bus.clone(),
             watcher.clone(),
             fanout.clone(),
+            executor.clone(),
         );
         Supervisor::start(move |_| {
-            Dispatcher::new(executions, secrets, executor, watcher, fanout, defaults)
+            Dispatcher::new(
+                executions, secrets, leases, bus, executor, watcher, fanout, defaults,
+            )
+        })
+    };
+    let cluster = {
+        let (leases, bus, watcher, fanout, dispatcher) = (
+            stores.leases.clone(),
+            stores.bus.clone(),
+            watcher.clone(),
+            fanout.clone(),
+            dispatcher.clone(),
+        );
+        let shared = settings.database.kind == crate::config::DatabaseKind::Postgres;
+        Supervisor::start(move |_| {
+            Cluster::new(leases, executor, watcher, fanout, dispatcher, bus, shared)
         })
     };
     let ticker = settings.scheduler.then(|| {
@@ -148,6 +170,7 @@ pub fn start(
         watcher,
         fanout,
         mailer,
+        cluster,
         ticker,
     }
 }

@@ -1,18 +1,21 @@
 //! The Watcher applies what happens to executions — the executor's events and the
 //! Dispatcher's own verdicts — to the store, forward only, and announces each final
-//! status once it is written: to the LogFanout (ending the stream) and to the
-//! execution's callback URL.
+//! status once it is written: to the LogFanout (ending the stream), to the other
+//! replicas (their log sessions end too) and to the execution's callback URL. It also
+//! takes over the runs this replica claims from others ([`Adopt`]).
 
 use std::time::Duration;
 
 use actix::prelude::*;
 use backon::{ExponentialBuilder, Retryable as _};
 
-use super::log_fanout::{Drain, Finished, LogFanout, Open};
+use super::log_fanout::{Drain, Finished, LogFanout, Open, UpstreamGone};
 use super::mailer::{Mailer, Notify};
-use crate::executor::{Executor, RunEvent};
+use crate::executor::{Adoption, Executor, RunEvent};
 use crate::model::{ExecutionName, Status};
-use crate::store::{Execution, ExecutionStore, LogStore, StoreError, Transition};
+use crate::store::{
+    Announcement, Bus, Claimed, Execution, ExecutionStore, LogStore, StoreError, Transition,
+};
 
 /// A change to apply: a status step (or only an attempt count when `status` is `None`).
 #[derive(Message, Debug, Clone)]
@@ -101,10 +104,15 @@ impl From<RunEvent> for Apply {
     }
 }
 
-/// At start-up: settle or re-attach every execution a previous proctord left unfinished.
+/// Takes over runs this replica has just claimed: re-attaches those still going (their
+/// logs resumed after the last stored line) and settles the others; answers how many.
 #[derive(Message)]
 #[rtype(result = "Result<usize, StoreError>")]
-pub struct Reconcile;
+pub struct Adopt {
+    pub claimed: Vec<Claimed>,
+    /// Claimed at the start of the only replica there is (the embedded default).
+    pub restarted: bool,
+}
 
 pub struct Watcher {
     executions: ExecutionStore,
@@ -112,6 +120,7 @@ pub struct Watcher {
     executor: std::sync::Arc<dyn Executor>,
     fanout: Addr<LogFanout>,
     mailer: Addr<Mailer>,
+    bus: Bus,
     http: reqwest::Client,
 }
 
@@ -122,6 +131,7 @@ impl Watcher {
         executor: std::sync::Arc<dyn Executor>,
         fanout: Addr<LogFanout>,
         mailer: Addr<Mailer>,
+        bus: Bus,
     ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -133,6 +143,7 @@ impl Watcher {
             executor,
             fanout,
             mailer,
+            bus,
             http,
         }
     }
@@ -169,6 +180,7 @@ struct Announcer {
     executions: ExecutionStore,
     fanout: Addr<LogFanout>,
     mailer: Addr<Mailer>,
+    bus: Bus,
     http: reqwest::Client,
 }
 
@@ -178,6 +190,7 @@ impl Watcher {
             executions: self.executions.clone(),
             fanout: self.fanout.clone(),
             mailer: self.mailer.clone(),
+            bus: self.bus.clone(),
             http: self.http.clone(),
         }
     }
@@ -209,6 +222,10 @@ async fn apply(to: Announcer, msg: Apply) -> Result<Option<Execution>, StoreErro
                 execution: msg.execution.clone(),
                 status,
             });
+            to.bus.publish(Announcement::Ended {
+                execution: msg.execution.to_string(),
+                status,
+            });
             if let Some(url) = execution.callback_url.clone() {
                 actix::spawn(call_back(to.http, url, msg.execution.clone(), status));
             }
@@ -218,6 +235,16 @@ async fn apply(to: Announcer, msg: Apply) -> Result<Option<Execution>, StoreErro
                 });
             }
         }
+    } else if status.is_final()
+        && let Some(stored) = to.executions.get(name).await?
+        && stored.status.is_final()
+    {
+        // Already ended another way (cancelled from another replica, settled by a new
+        // owner): the stream here ends with what is stored.
+        to.fanout.do_send(Finished {
+            execution: msg.execution.clone(),
+            status: stored.status,
+        });
     }
     Ok(written)
 }
@@ -270,40 +297,51 @@ async fn call_back(http: reqwest::Client, url: String, execution: ExecutionName,
     }
 }
 
-/// Asks the executor about each unfinished execution; applies what it settles and
-/// re-opens the log streams of the ones it re-attached.
-impl Handler<Reconcile> for Watcher {
+/// Opens the log stream of each claimed run (numbered on from its stored lines), hands
+/// the runs to the executor, and applies the events that settle those that are over.
+impl Handler<Adopt> for Watcher {
     type Result = ResponseFuture<Result<usize, StoreError>>;
 
-    fn handle(&mut self, _: Reconcile, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Adopt, _: &mut Context<Self>) -> Self::Result {
         let logs = self.logs.clone();
         let executor = self.executor.clone();
         let to = self.announcer();
         Box::pin(async move {
-            let unfinished = to.executions.unfinished().await?;
-            let names: Vec<ExecutionName> = unfinished
-                .iter()
-                .filter_map(|e| ExecutionName::parse(&e.name).ok())
-                .collect();
-            let events = executor.reconcile(&names).await;
-            for execution in &unfinished {
-                let settled = events.iter().any(|e| {
-                    e.execution().as_str() == execution.name
-                        && e.status().is_some_and(Status::is_final)
+            let mut adoptions = Vec::new();
+            for claimed in msg.claimed {
+                let Ok(execution) = ExecutionName::parse(&claimed.name) else {
+                    tracing::error!(execution = %claimed.name, "a stored execution name is invalid; left as it is");
+                    continue;
+                };
+                let next_seq = logs.last_seq(&claimed.id).await? + 1;
+                let resume = match claimed.executor.as_str() {
+                    "kubernetes" => logs.resume_points(&claimed.id).await?,
+                    _ => Default::default(),
+                };
+                // Before the executor can send a line of it.
+                to.fanout.do_send(Open {
+                    execution: execution.clone(),
+                    execution_id: claimed.id.clone(),
+                    next_seq,
                 });
-                if !settled && let Ok(name) = ExecutionName::parse(&execution.name) {
-                    let next_seq = logs.last_seq(&execution.id).await? + 1;
-                    to.fanout.do_send(Open {
-                        execution: name,
-                        execution_id: execution.id.clone(),
-                        next_seq,
+                adoptions.push(Adoption {
+                    execution,
+                    status: claimed.status,
+                    previous_owner: claimed.previous_owner,
+                    restarted: msg.restarted,
+                    resume,
+                });
+            }
+            let count = adoptions.len();
+            for event in executor.adopt(adoptions).await {
+                if event.status().is_some_and(Status::is_final) {
+                    to.fanout.do_send(UpstreamGone {
+                        execution: event.execution().clone(),
                     });
                 }
-            }
-            for event in events {
                 apply(to.clone(), Apply::from(event)).await?;
             }
-            Ok(unfinished.len())
+            Ok(count)
         })
     }
 }

@@ -62,6 +62,9 @@ impl From<DispatchError> for ApiError {
                 "the dispatcher is unavailable; try again shortly",
             )
             .with_cause(e),
+            DispatchError::OwnerUnreachable(message) => {
+                ApiError::new(ErrorKind::ServiceUnavailable, message)
+            }
         }
     }
 }

@@ -6,6 +6,10 @@
 //! mailbox is small: a client that stops reading stops the session, and the LogFanout
 //! keeps its place without slowing anyone else; once it is too far behind it is
 //! unsubscribed, and the session reads on from the store when the client reads again.
+//!
+//! A run followed by another replica is read from the store each time that replica
+//! announces stored lines (and its end) over the bus, within milliseconds; the store is
+//! also read every few seconds in case an announcement was lost.
 
 use std::time::Duration;
 
@@ -22,15 +26,17 @@ use crate::actors::log_fanout::{Subscribe, SubscribeReply, ToSubscriber, Unsubsc
 use crate::error::ApiError;
 use crate::error::ClientErrors;
 use crate::model::{ExecutionName, Status};
-use crate::store::{ExecutionStore, LogStore};
+use crate::store::{Announcement, Bus, ExecutionStore, LogStore};
 
 /// Lines read from the store per query while catching up.
 const PAGE: i64 = 1_000;
 /// Batches waiting in a session's mailbox before the LogFanout counts it as slow.
 const MAILBOX: usize = 64;
-/// How often a session with no live stream here looks for new lines in the store
-/// (an execution streamed by another replica).
+/// How often a session with no live stream here looks for new lines in the store (an
+/// execution streamed by another replica) when no bus carries announcements, and when
+/// one does (only in case an announcement was lost).
 const STORE_POLL: Duration = Duration::from_millis(500);
+const STORE_POLL_WITH_BUS: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -67,6 +73,9 @@ pub async fn stream(
         fanout: state.actors.fanout.clone(),
         logs: state.stores.logs.clone(),
         executions: state.stores.executions.clone(),
+        bus: state.stores.bus.clone(),
+        listening: false,
+        poll: None,
     };
     ws::start(session, &req, payload)
         .map_err(|e| ApiError::bad_request(format!("this URL speaks websocket only: {e}")))
@@ -81,6 +90,11 @@ pub struct LogSession {
     fanout: Addr<LogFanout>,
     logs: LogStore,
     executions: ExecutionStore,
+    bus: Bus,
+    /// Whether it hears the bus's announcements (once the run is followed elsewhere).
+    listening: bool,
+    /// The next look at the store.
+    poll: Option<SpawnHandle>,
 }
 
 /// What to do once the store has no more lines.
@@ -145,13 +159,51 @@ impl LogSession {
                     Ok(Some(execution)) if execution.status.is_final() => {
                         act.end(execution.status, ctx);
                     }
-                    Ok(Some(_)) => {
-                        ctx.run_later(STORE_POLL, |act, ctx| act.catch_up(Then::FinishOrPoll, ctx));
-                    }
+                    Ok(Some(_)) => act.wait_for_more(ctx),
                     Ok(None) => act.fail("the execution no longer exists", ctx),
                     Err(e) => act.fail(&format!("cannot read the execution: {e}"), ctx),
                 }),
         );
+    }
+
+    /// Listens for announcements of the execution (once) and looks at the store again
+    /// later in any case.
+    fn wait_for_more(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if !self.listening {
+            self.listening = true;
+            let heard = futures_util::stream::unfold(self.bus.listen(), |mut heard| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                match heard.recv().await {
+                    Ok(announcement) => Some((Heard::Said(announcement), heard)),
+                    Err(RecvError::Lagged(_)) => Some((Heard::Missed, heard)),
+                    Err(RecvError::Closed) => None,
+                }
+            });
+            ctx.add_stream(heard);
+        }
+        if let Some(poll) = self.poll.take() {
+            ctx.cancel_future(poll);
+        }
+        let every = match self.bus.is_shared() {
+            true => STORE_POLL_WITH_BUS,
+            false => STORE_POLL,
+        };
+        self.poll = Some(ctx.run_later(every, |act, ctx| {
+            act.poll = None;
+            act.catch_up(Then::FinishOrPoll, ctx)
+        }));
+    }
+
+    /// Whether `announcement` tells of something this session has not read yet.
+    fn is_news(&self, announcement: &Announcement) -> bool {
+        let mine = self.execution.as_str();
+        match announcement {
+            Announcement::Stored { upto } => upto
+                .iter()
+                .any(|(execution, seq)| execution == mine && *seq > self.last_seq),
+            Announcement::Ended { execution, .. } => execution == mine,
+            _ => false,
+        }
     }
 
     fn write(
@@ -227,6 +279,31 @@ impl Handler<ToSubscriber> for LogSession {
             }
         }
     }
+}
+
+/// What the bus brought: an announcement, or word that some were missed.
+enum Heard {
+    Said(Announcement),
+    Missed,
+}
+
+/// Announcements from the replica that follows the run: read the store now.
+impl StreamHandler<Heard> for LogSession {
+    fn handle(&mut self, heard: Heard, ctx: &mut Self::Context) {
+        let news = match &heard {
+            Heard::Said(announcement) => self.is_news(announcement),
+            Heard::Missed => true,
+        };
+        // A session following the run live here has nothing to read from the store.
+        if news && self.subscription.is_none() && self.poll.is_some() {
+            if let Some(poll) = self.poll.take() {
+                ctx.cancel_future(poll);
+            }
+            self.catch_up(Then::FinishOrPoll, ctx);
+        }
+    }
+
+    fn finished(&mut self, _: &mut Self::Context) {}
 }
 
 /// The client's frames: answers pings, stops on close; a log stream ignores the rest.

@@ -13,7 +13,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use super::{Executor, ExecutorError, ExecutorSinks, LogEvent, RunEvent, RunSpec, guard};
+use super::{
+    Adoption, Executor, ExecutorError, ExecutorSinks, LogEvent, OutputLine, RunEvent, RunSpec,
+    guard,
+};
 use crate::model::ExecutionName;
 
 /// The longest line kept whole; longer output is split into lines of this size.
@@ -125,7 +128,7 @@ impl Executor for LocalExecutor {
         Ok(true)
     }
 
-    async fn shutdown(&self) {
+    async fn shutdown(&self) -> Vec<ExecutionName> {
         let finished: Vec<watch::Receiver<bool>> = {
             let running = self.running.lock().expect("not poisoned");
             running
@@ -141,23 +144,48 @@ impl Executor for LocalExecutor {
         for mut done in finished {
             let _ = done.wait_for(|d| *d).await;
         }
+        // Local runs end with proctord: nothing is left to hand over.
+        Vec::new()
     }
 
-    async fn reconcile(&self, unfinished: &[ExecutionName]) -> Vec<RunEvent> {
-        // A child process does not outlive the proctord that started it; what it left
-        // in its working directory goes too.
-        for execution in unfinished {
-            self.janitor.remove(self.runs_dir.join(execution.as_str()));
-        }
-        unfinished
-            .iter()
-            .map(|execution| RunEvent::Failed {
-                execution: execution.clone(),
-                exit_code: None,
-                reason: RESTART_REASON.to_owned(),
-                attempts: 0,
+    fn following(&self) -> Vec<ExecutionName> {
+        self.running
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    async fn adopt(&self, runs: Vec<Adoption>) -> Vec<RunEvent> {
+        // A child process does not outlive the proctord that started it (see
+        // `guard`): a run taken over is over. What it left in its working directory
+        // goes too (when it ran on this machine).
+        runs.into_iter()
+            .map(|run| {
+                self.janitor
+                    .remove(self.runs_dir.join(run.execution.as_str()));
+                RunEvent::Failed {
+                    reason: run.lost_reason(),
+                    execution: run.execution,
+                    exit_code: None,
+                    attempts: 0,
+                }
             })
             .collect()
+    }
+
+    async fn abandon(&self, execution: &ExecutionName) {
+        let finished = {
+            let running = self.running.lock().expect("not poisoned");
+            let Some(handle) = running.get(execution) else {
+                return;
+            };
+            let _ = handle.cancel.send(Some(StopRequest::Abandon));
+            handle.finished.clone()
+        };
+        let mut finished = finished;
+        let _ = finished.wait_for(|done| *done).await;
     }
 }
 
@@ -177,18 +205,22 @@ enum StopRequest {
     Cancel(String),
     /// proctord is shutting down: FAILED, as the run did not complete.
     Interrupt(String),
+    /// Another replica owns the run now and has settled it: stop, report nothing.
+    Abandon,
 }
 
 impl StopRequest {
-    fn into_event(self, execution: ExecutionName, attempts: u32) -> RunEvent {
+    /// The run's final event; `None` when nothing is to be reported.
+    fn into_event(self, execution: ExecutionName, attempts: u32) -> Option<RunEvent> {
         match self {
-            StopRequest::Cancel(reason) => RunEvent::Cancelled { execution, reason },
-            StopRequest::Interrupt(reason) => RunEvent::Failed {
+            StopRequest::Cancel(reason) => Some(RunEvent::Cancelled { execution, reason }),
+            StopRequest::Interrupt(reason) => Some(RunEvent::Failed {
                 execution,
                 exit_code: None,
                 reason,
                 attempts,
-            },
+            }),
+            StopRequest::Abandon => None,
         }
     }
 }
@@ -211,7 +243,9 @@ impl Run {
         let permit = tokio::select! {
             permit = permits.acquire_owned() => permit.ok(),
             request = wait_cancelled(&mut self.cancel) => {
-                self.finish(request.into_event(execution, 0)).await;
+                if let Some(event) = request.into_event(execution, 0) {
+                    self.finish(event).await;
+                }
                 return;
             }
         };
@@ -253,7 +287,13 @@ impl Run {
                     reason: format!("exceeded its deadline of {}s", self.spec.deadline.as_secs()),
                     attempts: attempt,
                 },
-                Stop::Stopped(request) => request.into_event(execution.clone(), attempt),
+                Stop::Stopped(request) => match request.into_event(execution.clone(), attempt) {
+                    Some(event) => event,
+                    None => {
+                        self.janitor.remove(self.workdir.clone());
+                        return;
+                    }
+                },
             };
             if matches!(event, RunEvent::AttemptFailed { .. }) {
                 let _ = self.sinks.events.send(event).await;
@@ -391,7 +431,7 @@ impl Run {
                         }
                     }
                     let line = String::from_utf8_lossy(&buf).into_owned();
-                    batch.push((line, crate::store::now()));
+                    batch.push(OutputLine::now(line));
                 }
                 let more_ready = !reader.buffer().is_empty();
                 if !batch.is_empty() && (done || batch.len() >= MAX_BATCH || !more_ready) {

@@ -3,14 +3,15 @@
 //! Kubernetes watch by label selector is) and its output as [`LogEvent`]s on another.
 //! No actix types here: the actors consume the channels.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use tokio::sync::mpsc;
 
 use crate::config::Sensitive;
-use crate::model::{ExecutionName, ProcName, Status};
+use crate::model::{ExecutionName, ProcName, Resume, Status};
 
 pub mod guard;
 pub mod kubernetes;
@@ -99,12 +100,41 @@ impl RunEvent {
     }
 }
 
+/// Where a line came from, when the executor can say exactly (a Kubernetes pod): what a
+/// new owner needs to resume the pod's log after the last stored line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub pod: Arc<str>,
+    /// The container runtime's timestamp of the line, nanoseconds since the epoch.
+    pub emitted_ns: i64,
+}
+
+/// One line of a run's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputLine {
+    pub text: String,
+    /// When proctord read it.
+    pub at: NaiveDateTime,
+    pub origin: Option<Origin>,
+}
+
+impl OutputLine {
+    /// A line read now, with no origin to resume from (a local process's output).
+    pub fn now(text: String) -> Self {
+        Self {
+            text,
+            at: crate::store::now(),
+            origin: None,
+        }
+    }
+}
+
 /// A run's output: lines in the order they were printed, then the end of the stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogEvent {
     Lines {
         execution: ExecutionName,
-        lines: Vec<(String, NaiveDateTime)>,
+        lines: Vec<OutputLine>,
     },
     /// No more lines will come for this execution.
     Ended { execution: ExecutionName },
@@ -144,6 +174,32 @@ pub fn channels() -> (ExecutorSinks, ExecutorStreams) {
     )
 }
 
+/// A run this replica takes over from another (or from a previous proctord).
+#[derive(Debug, Clone)]
+pub struct Adoption {
+    pub execution: ExecutionName,
+    pub status: Status,
+    /// The replica that followed it before (`None`: one older than leases).
+    pub previous_owner: Option<String>,
+    /// Taken at the start of the only replica there is (the embedded default): the
+    /// previous owner was this same proctord before it restarted.
+    pub restarted: bool,
+    /// Where each pod's stored log ends.
+    pub resume: HashMap<String, Resume>,
+}
+
+impl Adoption {
+    /// Why a run that could not outlive its replica ended, naming the replica.
+    pub fn lost_reason(&self) -> String {
+        match (&self.previous_owner, self.restarted) {
+            (_, true) | (None, _) => local::RESTART_REASON.to_owned(),
+            (Some(owner), false) => format!(
+                "lost with replica {owner}: it stopped renewing its lease while the execution was running"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExecutorError {
     /// The executor refused the run (becomes CREATION_FAILED).
@@ -174,10 +230,21 @@ pub trait Executor: Send + Sync + 'static {
     }
 
     /// At shutdown: stops what cannot outlive proctord (local runs end FAILED as
-    /// interrupted); runs that can (Kubernetes Jobs) go on and are re-attached later.
-    async fn shutdown(&self) {}
+    /// interrupted); runs that can (Kubernetes Jobs) go on, no longer followed here,
+    /// and returns them: their leases are released for another replica to take over.
+    async fn shutdown(&self) -> Vec<ExecutionName> {
+        Vec::new()
+    }
 
-    /// At start-up: settles or re-attaches each execution left unfinished by a previous
-    /// proctord; returns the events that settle them.
-    async fn reconcile(&self, unfinished: &[ExecutionName]) -> Vec<RunEvent>;
+    /// The runs this executor follows now.
+    fn following(&self) -> Vec<ExecutionName>;
+
+    /// Takes over runs that another replica (or a previous proctord) followed:
+    /// re-attaches each one still going, its log resumed after the last stored line;
+    /// returns the events that settle the others.
+    async fn adopt(&self, runs: Vec<Adoption>) -> Vec<RunEvent>;
+
+    /// Stops following a run whose lease another replica now holds, reporting nothing
+    /// more on it (a local run's processes are killed: the new owner has settled it).
+    async fn abandon(&self, execution: &ExecutionName);
 }

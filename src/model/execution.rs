@@ -224,3 +224,51 @@ mod tests {
         assert!(ExecutionName::parse("Bad_Name").is_err());
     }
 }
+
+/// Where a pod's stored log ends: its last line's timestamp (the container runtime's,
+/// in nanoseconds since the epoch) and how many stored lines of that pod carry exactly
+/// that timestamp. A resumed log skips every line before it and that many at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    pub last_ns: i64,
+    pub lines_at_last: usize,
+}
+
+impl Resume {
+    /// Whether a line stamped `ns` is new, given `seen_at_last` lines stamped
+    /// `last_ns` were already skipped (the count is advanced when one is skipped).
+    pub fn is_new(&self, ns: i64, seen_at_last: &mut usize) -> bool {
+        if ns < self.last_ns {
+            return false;
+        }
+        if ns == self.last_ns && *seen_at_last < self.lines_at_last {
+            *seen_at_last += 1;
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod resume_tests {
+    use super::Resume;
+
+    #[test]
+    fn a_resumed_log_skips_what_is_stored_even_lines_with_the_same_timestamp() {
+        let resume = Resume {
+            last_ns: 20,
+            lines_at_last: 2,
+        };
+        let mut seen = 0;
+        let stamps = [10, 20, 20, 20, 21, 30];
+        let new: Vec<i64> = stamps
+            .into_iter()
+            .filter(|ns| resume.is_new(*ns, &mut seen))
+            .collect();
+        assert_eq!(
+            new,
+            [20, 21, 30],
+            "two lines at 20 were stored, the third is new"
+        );
+    }
+}

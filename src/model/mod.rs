@@ -5,7 +5,7 @@ pub mod ids;
 pub mod proc;
 pub mod schedule;
 
-pub use execution::{ExecutionName, Status};
+pub use execution::{ExecutionName, Resume, Status};
 pub use ids::{Email, EnvName, ProcName};
 pub use proc::{EnvVar, EnvVars, ProcMetadata};
 pub use schedule::{ConcurrencyPolicy, CronSpec};

@@ -25,8 +25,10 @@ macro_rules! with_backend {
     };
 }
 
+pub mod bus;
 pub mod crypto;
 pub mod executions;
+pub mod leases;
 pub mod logs;
 pub mod procs;
 pub mod redis;
@@ -35,8 +37,10 @@ pub mod schema;
 pub mod secrets;
 pub mod users;
 
+pub use self::bus::{Announcement, Bus};
 pub use self::executions::{Execution, ExecutionFilter, ExecutionStore, NewExecution, Transition};
-pub use self::logs::{LogStore, StoredLine};
+pub use self::leases::{Claimed, LeaseStore, Ownership};
+pub use self::logs::{LogStore, Resume, StoredLine};
 pub use self::procs::ProcStore;
 pub use self::redis::Redis;
 pub use self::schedules::{Fire, NewSchedule, Schedule, ScheduleStore};
@@ -84,6 +88,46 @@ impl From<::redis::RedisError> for StoreError {
             StoreError::RedisUnavailable(e.to_string())
         } else {
             StoreError::Redis(e)
+        }
+    }
+}
+
+/// Whether `e` is a database blip that the same statement may survive on a new
+/// connection: the connection dropped (a restart, a failover, a proxy cut), the server
+/// is starting or stopping, or SQLite's lock was busy.
+pub fn is_transient(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match e {
+        Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _) => true,
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        Error::DatabaseError(_, info) => {
+            let message = info.message().to_ascii_lowercase();
+            [
+                "server closed the connection",
+                "terminating connection",
+                "no connection to the server",
+                "could not receive data",
+                "could not send data",
+                "connection to server",
+                "the database system is",
+                "database is locked",
+                "database is busy",
+            ]
+            .iter()
+            .any(|phrase| message.contains(phrase))
+        }
+        Error::BrokenTransactionManager => true,
+        _ => false,
+    }
+}
+
+impl StoreError {
+    /// Whether retrying the same operation later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::DatabaseUnavailable(_) | StoreError::RedisUnavailable(_) => true,
+            StoreError::Database(e) => is_transient(e),
+            _ => false,
         }
     }
 }
@@ -347,6 +391,10 @@ pub struct Stores {
     pub executions: ExecutionStore,
     pub logs: LogStore,
     pub schedules: ScheduleStore,
+    /// This replica's leases on the executions it follows.
+    pub leases: LeaseStore,
+    /// Announcements between replicas.
+    pub bus: Bus,
 }
 
 /// What a message at start-up says about the secrets key.
@@ -381,9 +429,22 @@ impl Stores {
             Some(redis) => SecretStore::redis(redis.clone(), sealer),
             None => SecretStore::db(db.clone(), sealer),
         };
+        let ownership = Ownership {
+            replica: settings
+                .replica_id
+                .clone()
+                .unwrap_or_else(crate::config::default_replica_id)
+                .into(),
+            lease: settings.lease,
+        };
         let users = UserStore::new(db.clone());
-        let executions = ExecutionStore::new(db.clone());
-        let logs = LogStore::new(db.clone());
+        let executions = ExecutionStore::new(db.clone(), ownership.clone());
+        let logs = LogStore::new(db.clone(), ownership.replica.clone());
+        let leases = LeaseStore::new(&db, ownership);
+        let bus = match &redis {
+            Some(redis) => Bus::redis(redis),
+            None => Bus::local(),
+        };
         let schedules = ScheduleStore::new(db.clone());
         Ok((
             Self {
@@ -395,10 +456,49 @@ impl Stores {
                 executions,
                 logs,
                 schedules,
+                leases,
+                bus,
             },
             source,
         ))
     }
+}
+
+/// An exclusive lock on the embedded default's database, held while proctord serves:
+/// SQLite is one replica, and a second proctord on the same file would take the first
+/// one's runs for its own. Released when dropped (or when the process dies).
+pub struct ReplicaLock {
+    _file: std::fs::File,
+}
+
+/// Takes the lock file beside the SQLite database (`proctor.db.lock`), or says which
+/// proctord holds it.
+pub fn lock_single_replica(settings: &DatabaseSettings) -> anyhow::Result<ReplicaLock> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::fd::AsRawFd as _;
+    let path = format!("{}.lock", settings.url.expose());
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open the lock file {path}: {e}"))?;
+    // SAFETY: flock only takes an advisory lock on a descriptor this function owns.
+    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    if !locked {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        anyhow::bail!(
+            "another proctord (pid {}) already serves the SQLite database {}: the embedded default is a single replica; stop it first, or use PostgreSQL (PROCTOR_DATABASE_URL) to run several",
+            holder.split_whitespace().next().unwrap_or("unknown"),
+            settings.url.expose()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    let _ = writeln!(file, "{}", std::process::id());
+    Ok(ReplicaLock { _file: file })
 }
 
 /// Now, in UTC, as the naive timestamp both schemas store (to the microsecond).

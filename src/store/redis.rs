@@ -29,6 +29,7 @@ const RECONNECT_ATTEMPTS: usize = 2;
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,
+    client: redis::Client,
     prefix: String,
 }
 
@@ -49,9 +50,11 @@ impl Redis {
             .set_number_of_retries(RECONNECT_ATTEMPTS)
             .set_max_delay(Duration::from_millis(500))
             .set_concurrency_limit(settings.max_active_connections as usize);
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unusable)?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unusable)?;
         Ok(Self {
             conn,
+            client,
             prefix: settings.key_prefix.clone(),
         })
     }
@@ -59,6 +62,11 @@ impl Redis {
     /// The full key for `suffix`.
     pub fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
+    }
+
+    /// The client, for a connection of its own (the bus's subscription).
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
     }
 
     pub fn prefix(&self) -> &str {

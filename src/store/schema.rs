@@ -79,6 +79,8 @@ diesel::table! {
         finished_at -> Nullable<Timestamp>,
         callback_url -> Nullable<Text>,
         attempts -> Integer,
+        owner -> Nullable<Text>,
+        lease_expires_at -> Nullable<Timestamp>,
     }
 }
 
@@ -88,6 +90,8 @@ diesel::table! {
         seq -> BigInt,
         line -> Text,
         logged_at -> Timestamp,
+        pod -> Nullable<Text>,
+        emitted_ns -> Nullable<BigInt>,
     }
 }
 

@@ -109,6 +109,8 @@ async fn a_restart_settles_runs_left_unfinished_and_keeps_their_logs() {
                 seq: i as i64 + 1,
                 line: line.to_string(),
                 logged_at: proctor::store::now(),
+                pod: None,
+                emitted_ns: None,
             });
         app.stores.logs.append(lines.collect()).await.unwrap();
         // What its process left in its working directory.

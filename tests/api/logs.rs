@@ -175,6 +175,8 @@ async fn stored_lines_keep_their_text_and_order_across_large_batches_and_retried
             seq,
             line: text,
             logged_at: proctor::store::now(),
+            pod: None,
+            emitted_ns: None,
         };
         let awkward = "quotes ' \" , {braces} \\ backslash, tab\there, ünïcödé ✓, NULL, {}";
         // More lines than one statement takes on either backend.

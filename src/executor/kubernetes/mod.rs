@@ -1,6 +1,11 @@
 //! The production executor: each execution is a `batch/v1` Job. One shared watch per
 //! kind (Jobs, Pods) by the label selector `app.kubernetes.io/managed-by=proctor`
 //! reports on every run; a pod's log is followed once it runs. No per-execution polling.
+//!
+//! Logs are read with the container runtime's timestamps: each stored line keeps its
+//! pod and timestamp, so a replica that takes a run over ([`Executor::adopt`]) asks
+//! for each pod's log from the second of the last stored line (`sinceTime` takes whole
+//! seconds) and skips what is already stored — no line lost, none stored twice.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -13,9 +18,12 @@ use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, Po
 use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio::sync::watch;
 
-use super::{Executor, ExecutorError, ExecutorSinks, LogEvent, RunEvent, RunSpec};
+use super::{
+    Adoption, Executor, ExecutorError, ExecutorSinks, LogEvent, Origin, OutputLine, RunEvent,
+    RunSpec,
+};
 use crate::config::KubeSettings;
-use crate::model::ExecutionName;
+use crate::model::{ExecutionName, Resume};
 
 pub mod spec;
 
@@ -44,6 +52,8 @@ struct Tracked {
     /// Set once the final event has been decided.
     done: Option<watch::Sender<bool>>,
     finished: bool,
+    /// Where each pod's stored log ends (a run taken over from another replica).
+    resume: HashMap<String, Resume>,
 }
 
 struct Shared {
@@ -233,6 +243,7 @@ impl Shared {
         });
         let started = state.running.is_some() || state.terminated.is_some();
         let mut follow = None;
+        let mut resume = None;
         {
             let mut runs = self.runs.lock().expect("not poisoned");
             let Some(tracked) = runs.get_mut(&execution) else {
@@ -255,11 +266,12 @@ impl Shared {
             if started && tracked.followed.insert(name.clone()) {
                 let attempt = tracked.pods.iter().position(|p| *p == name).unwrap_or(0) as u32 + 1;
                 follow = Some(attempt);
+                resume = tracked.resume.get(&name).copied();
             }
         }
         if let Some(attempt) = follow {
             let span = tracing::info_span!("execution", execution = %execution, pod = %name);
-            let follow = follow_log(self.clone(), execution.clone(), name.clone());
+            let follow = follow_log(self.clone(), execution.clone(), name.clone(), resume);
             let handle = tokio::spawn(tracing::Instrument::instrument(follow, span));
             if let Some(tracked) = self.runs.lock().expect("not poisoned").get_mut(&execution) {
                 tracked.followers.push(handle);
@@ -298,11 +310,21 @@ impl Shared {
 }
 
 /// Follows one pod's log until it ends, retrying while the container is not ready for
-/// up to PROCTOR_KUBE_POD_LIST_WAIT_TIME.
-async fn follow_log(shared: Arc<Shared>, execution: ExecutionName, pod: String) {
+/// up to PROCTOR_KUBE_POD_LIST_WAIT_TIME; with `resume`, only the lines after it.
+async fn follow_log(
+    shared: Arc<Shared>,
+    execution: ExecutionName,
+    pod: String,
+    resume: Option<Resume>,
+) {
     let params = LogParams {
         follow: true,
         container: Some(spec::CONTAINER.to_owned()),
+        timestamps: true,
+        // Whole seconds only: from the start of the last stored line's second.
+        since_time: resume.and_then(|r| {
+            k8s_openapi::jiff::Timestamp::from_second(r.last_ns.div_euclid(1_000_000_000)).ok()
+        }),
         ..Default::default()
     };
     let give_up = tokio::time::Instant::now() + shared.settings.pod_list_wait_time;
@@ -319,12 +341,18 @@ async fn follow_log(shared: Arc<Shared>, execution: ExecutionName, pod: String) 
             }
         }
     };
+    let origin: Arc<str> = pod.as_str().into();
+    let mut seen_at_last = 0;
     let mut batches = stream.lines().ready_chunks(512);
     while let Some(batch) = batches.next().await {
-        let lines: Vec<(String, chrono::NaiveDateTime)> = batch
+        let lines: Vec<OutputLine> = batch
             .into_iter()
             .filter_map(Result::ok)
-            .map(|line| (line, crate::store::now()))
+            .map(|line| stamped(line, &origin))
+            .filter(|line| match (resume, &line.origin) {
+                (Some(resume), Some(origin)) => resume.is_new(origin.emitted_ns, &mut seen_at_last),
+                _ => true,
+            })
             .collect();
         if lines.is_empty() {
             continue;
@@ -336,6 +364,27 @@ async fn follow_log(shared: Arc<Shared>, execution: ExecutionName, pod: String) 
         if shared.sinks.logs.send(event).await.is_err() {
             return;
         }
+    }
+}
+
+/// A line read with `timestamps=true`: `<RFC 3339 timestamp> <text>`. A line without a
+/// readable timestamp is kept whole, with no origin.
+fn stamped(line: String, pod: &Arc<str>) -> OutputLine {
+    let parsed = line.split_once(' ').and_then(|(stamp, text)| {
+        let at: k8s_openapi::jiff::Timestamp = stamp.parse().ok()?;
+        let emitted_ns = i64::try_from(at.as_nanosecond()).ok()?;
+        Some((text.to_owned(), emitted_ns))
+    });
+    match parsed {
+        Some((text, emitted_ns)) => OutputLine {
+            text,
+            at: crate::store::now(),
+            origin: Some(Origin {
+                pod: pod.clone(),
+                emitted_ns,
+            }),
+        },
+        None => OutputLine::now(line),
     }
 }
 
@@ -470,45 +519,109 @@ impl Executor for KubernetesExecutor {
         Ok(true)
     }
 
-    async fn reconcile(&self, unfinished: &[ExecutionName]) -> Vec<RunEvent> {
-        let shared = &self.shared;
-        let jobs = match shared
-            .jobs()
-            .list(&ListParams::default().labels(spec::SELECTOR))
-            .await
-        {
-            Ok(jobs) => jobs.items,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list Jobs to reconcile; the watch will settle them");
-                Vec::new()
+    async fn shutdown(&self) -> Vec<ExecutionName> {
+        // The Jobs go on; another replica follows them once the leases are released.
+        let runs = std::mem::take(&mut *self.shared.runs.lock().expect("not poisoned"));
+        let mut released = Vec::new();
+        for (execution, tracked) in runs {
+            for follower in tracked.followers {
+                follower.abort();
             }
-        };
-        let by_name: HashMap<String, Job> = jobs
-            .into_iter()
-            .filter_map(|job| Some((job.metadata.name.clone()?, job)))
-            .collect();
-        let mut settled = Vec::new();
-        for execution in unfinished {
-            match by_name.get(execution.as_str()) {
-                Some(job) => {
-                    // Re-attach: the watch reports on it from here on.
-                    shared
-                        .runs
-                        .lock()
-                        .expect("not poisoned")
-                        .insert(execution.clone(), Tracked::default());
-                    shared.on_job(job, false);
-                }
-                None => settled.push(RunEvent::Failed {
-                    execution: execution.clone(),
-                    exit_code: None,
-                    reason:
-                        "its Job no longer exists (it ended or was removed while proctord was down)"
-                            .into(),
-                    attempts: 0,
-                }),
+            if !tracked.finished {
+                released.push(execution);
             }
         }
+        released
+    }
+
+    fn following(&self) -> Vec<ExecutionName> {
+        let runs = self.shared.runs.lock().expect("not poisoned");
+        runs.iter()
+            .filter(|(_, tracked)| !tracked.finished)
+            .map(|(execution, _)| execution.clone())
+            .collect()
+    }
+
+    async fn adopt(&self, runs: Vec<Adoption>) -> Vec<RunEvent> {
+        let shared = &self.shared;
+        let mut settled = Vec::new();
+        for run in runs {
+            let execution = run.execution.clone();
+            let job = match shared.jobs().get_opt(execution.as_str()).await {
+                Ok(job) => job,
+                Err(e) => {
+                    // The lease is ours: the next beat keeps it, and the watch reports
+                    // on the Job once the API server answers again.
+                    tracing::warn!(%execution, error = %e, "cannot read the Job of a run taken over");
+                    None
+                }
+            };
+            let Some(job) = job else {
+                settled.push(RunEvent::Failed {
+                    execution: execution.clone(),
+                    exit_code: None,
+                    reason: match &run.previous_owner {
+                        Some(owner) if !run.restarted => format!(
+                            "its Job no longer exists (taken over from replica {owner}, which was lost)"
+                        ),
+                        _ => "its Job no longer exists (it ended or was removed while proctord was down)"
+                            .into(),
+                    },
+                    attempts: 0,
+                });
+                continue;
+            };
+            shared.runs.lock().expect("not poisoned").insert(
+                execution.clone(),
+                Tracked {
+                    resume: run.resume,
+                    ..Tracked::default()
+                },
+            );
+            // Its pods, oldest first (each is an attempt), followed from where the store
+            // ends; then the Job's own state (it may have ended meanwhile).
+            let selector = format!("{}={}", spec::EXECUTION_LABEL, execution);
+            match shared
+                .pods()
+                .list(&ListParams::default().labels(&selector))
+                .await
+            {
+                Ok(pods) => {
+                    let mut pods = pods.items;
+                    pods.sort_by(|a, b| {
+                        let key = |p: &Pod| {
+                            (
+                                p.metadata.creation_timestamp.clone().map(|t| t.0),
+                                p.metadata.name.clone(),
+                            )
+                        };
+                        key(a).cmp(&key(b))
+                    });
+                    for pod in &pods {
+                        shared.on_pod(pod);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%execution, error = %e, "cannot list the pods of a run taken over; the watch will report them")
+                }
+            }
+            shared.on_job(&job, false);
+            tracing::info!(%execution, previous_owner = run.previous_owner.as_deref().unwrap_or("none"), "re-attached to its Job");
+        }
         settled
+    }
+
+    async fn abandon(&self, execution: &ExecutionName) {
+        let tracked = self
+            .shared
+            .runs
+            .lock()
+            .expect("not poisoned")
+            .remove(execution);
+        if let Some(tracked) = tracked {
+            for follower in tracked.followers {
+                follower.abort();
+            }
+        }
     }
 }

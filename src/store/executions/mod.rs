@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::model::{ExecutionName, Status};
 
 use self::writer::{Op, Writer};
+use super::leases::Ownership;
 use super::schema::executions;
 use super::{Db, StoreError};
 
@@ -36,6 +37,8 @@ struct Row {
     finished_at: Option<NaiveDateTime>,
     callback_url: Option<String>,
     attempts: i32,
+    owner: Option<String>,
+    lease_expires_at: Option<NaiveDateTime>,
 }
 
 /// An execution as the API shows it.
@@ -64,6 +67,12 @@ pub struct Execution {
     pub finished_at: Option<NaiveDateTime>,
     #[serde(skip)]
     pub callback_url: Option<String>,
+    /// The replica that follows it (while unfinished) or followed it last.
+    #[serde(skip)]
+    pub owner: Option<String>,
+    /// When the owner's hold ends unless renewed.
+    #[serde(skip)]
+    pub lease_expires_at: Option<NaiveDateTime>,
 }
 
 /// A stored (naive, UTC) time as RFC 3339 with `Z`.
@@ -128,6 +137,8 @@ impl TryFrom<Row> for Execution {
             started_at: row.started_at,
             finished_at: row.finished_at,
             callback_url: row.callback_url,
+            owner: row.owner,
+            lease_expires_at: row.lease_expires_at,
         })
     }
 }
@@ -173,14 +184,22 @@ pub struct ExecutionStore {
     db: Db,
     /// Inserts and status changes, committed in groups (see [`writer`]).
     writer: Writer,
+    /// This replica: it owns what it inserts, and writes only the statuses of what it owns.
+    ownership: Ownership,
 }
 
 impl ExecutionStore {
-    pub fn new(db: Db) -> Self {
+    pub fn new(db: Db, ownership: Ownership) -> Self {
         Self {
-            writer: Writer::start(db.clone()),
+            writer: Writer::start(db.clone(), ownership.replica.clone()),
             db,
+            ownership,
         }
+    }
+
+    /// This replica's name and lease.
+    pub fn ownership(&self) -> &Ownership {
+        &self.ownership
     }
 
     /// Writes a new execution in RECEIVED; returns it once it is committed.
@@ -204,6 +223,8 @@ impl ExecutionStore {
             finished_at: None,
             callback_url: new.callback_url,
             attempts: 0,
+            owner: Some(self.ownership.replica.to_string()),
+            lease_expires_at: Some(self.ownership.expiry()),
         };
         let execution = Execution::try_from(row.clone())?;
         self.writer.write(Op::Insert(Box::new(row))).await?;
@@ -224,8 +245,10 @@ impl ExecutionStore {
             .await
     }
 
-    /// Moves the execution to `to` if that is a forward step from where it is; returns
-    /// the execution as written, or `None` when the step was refused (a no-op).
+    /// Moves the execution to `to` if that is a forward step from where it is and this
+    /// replica owns it (or nobody does); returns the execution as written, or `None`
+    /// when the step was refused (a no-op). A write that meets a database restart or a
+    /// dropped connection is retried until it lands.
     pub async fn transition(
         &self,
         name: &str,

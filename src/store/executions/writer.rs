@@ -9,12 +9,20 @@
 //! write alone in its batch is one statement with no BEGIN/COMMIT around it (one
 //! statement is atomic by itself): one round trip to the database instead of three.
 //!
+//! A write that meets a database restart, a dropped connection or a database that
+//! cannot be reached is tried again with backoff until it lands, never dropped: the
+//! callers wait (a run's final status is never lost to a blip), and as they wait no
+//! more work is taken from them, which bounds memory. An insert retried after a
+//! connection dropped during its commit may find its own row: that counts as written.
+//!
 //! The writer has a connection of its own ([`Db::reserved`]), beyond the pool's size,
 //! so a small pool is never all held by it. (A second writer for inserts alone was
 //! tried on PostgreSQL: submissions were answered no sooner at 100/s, and completed
 //! runs per second fell by about 15% under load, the two writers' commits competing.)
 
+use std::sync::Arc;
 use std::sync::mpsc;
+use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -27,6 +35,9 @@ use crate::store::{Db, StoreError};
 
 /// Writes taken into one transaction at most.
 const MAX_BATCH: usize = 256;
+/// The first and the longest wait before a write that met a database blip is retried.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// One write to an execution record.
 #[derive(Debug)]
@@ -68,7 +79,9 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn start(db: Db) -> Self {
+    /// Starts the writer thread for replica `me` (the owner it writes new records with,
+    /// and whose runs' statuses it may change).
+    pub(super) fn start(db: Db, me: Arc<str>) -> Self {
         let db = db.reserved();
         let (queue, pending) = mpsc::channel();
         std::thread::Builder::new()
@@ -85,7 +98,7 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
-                    write_batch(&db, &mut held, batch);
+                    write_batch(&db, &me, &mut held, batch);
                 }
             })
             .expect("the execution writer thread starts");
@@ -107,7 +120,7 @@ impl Writer {
 /// Applies one write on a connection of either backend (a macro: the two are
 /// different types).
 macro_rules! apply {
-    ($c:ident, $op:expr) => {
+    ($c:ident, $op:expr, $me:expr) => {
         match $op {
             Op::Insert(row) => diesel::insert_into(executions::table)
                 .values((
@@ -124,6 +137,8 @@ macro_rules! apply {
                     executions::updated_at.eq(row.updated_at),
                     executions::callback_url.eq(&row.callback_url),
                     executions::attempts.eq(row.attempts),
+                    executions::owner.eq(&row.owner),
+                    executions::lease_expires_at.eq(row.lease_expires_at),
                 ))
                 .execute($c)
                 .map(|_| None),
@@ -136,7 +151,10 @@ macro_rules! apply {
                 diesel::update(
                     executions::table
                         .filter(executions::name.eq(name))
-                        .filter(executions::status.eq_any(from)),
+                        .filter(executions::status.eq_any(from))
+                        // Only the owner writes a run's status (a replica that lost
+                        // its lease must not overwrite what the new owner decides).
+                        .filter(executions::owner.eq($me).or(executions::owner.is_null())),
                 )
                 .set(StatusChange {
                     status: to.as_str(),
@@ -163,43 +181,72 @@ macro_rules! apply {
 
 type Held = Option<r2d2::PooledConnection<crate::store::ConnectionManager>>;
 
-fn write_batch(db: &Db, held: &mut Held, batch: Vec<(Op, Reply)>) {
-    let mut conn = match held.take().map_or_else(|| db.connection(), Ok) {
-        Ok(conn) => conn,
-        Err(e) => {
-            let reason = e.to_string();
-            for (_, reply) in batch {
-                let _ = reply.send(Err(StoreError::DatabaseUnavailable(reason.clone())));
-            }
-            return;
-        }
-    };
+/// Commits `batch`, retrying through database blips; answers each write.
+fn write_batch(db: &Db, me: &str, held: &mut Held, batch: Vec<(Op, Reply)>) {
+    let mut wait = RETRY_FIRST;
+    let mut retried = false;
     let (ops, replies): (Vec<Op>, Vec<Reply>) = batch.into_iter().unzip();
-    let together = match ops.as_slice() {
-        [op] => with_backend!(&mut *conn, |c| apply!(c, op)).map(|written| vec![written]),
-        _ => with_backend!(&mut *conn, |c| c.transaction(|c| {
-            ops.iter()
-                .map(|op| apply!(c, op))
-                .collect::<QueryResult<Vec<Written>>>()
-        })),
+    let failed = loop {
+        let mut conn = match held.take().map_or_else(|| db.connection(), Ok) {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, writes = ops.len(), "the database is unreachable; execution writes wait and retry");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(RETRY_MAX);
+                retried = true;
+                continue;
+            }
+        };
+        let together = match ops.as_slice() {
+            [op] => with_backend!(&mut *conn, |c| apply!(c, op, me)).map(|written| vec![written]),
+            _ => with_backend!(&mut *conn, |c| c.transaction(|c| {
+                ops.iter()
+                    .map(|op| apply!(c, op, me))
+                    .collect::<QueryResult<Vec<Written>>>()
+            })),
+        };
+        match together {
+            Ok(written) => {
+                for (reply, written) in replies.into_iter().zip(written) {
+                    let _ = reply.send(Ok(written));
+                }
+                *held = Some(conn);
+                return;
+            }
+            Err(e) if crate::store::is_transient(&e) => {
+                // The connection is dropped with `conn`; the next try takes a new one.
+                tracing::warn!(error = %e, writes = ops.len(), "execution writes met a database blip; retrying");
+                std::thread::sleep(wait);
+                wait = (wait * 2).min(RETRY_MAX);
+                retried = true;
+            }
+            Err(e) => {
+                *held = Some(conn);
+                break e;
+            }
+        }
     };
-    match together {
-        Ok(written) => {
-            for (reply, written) in replies.into_iter().zip(written) {
-                let _ = reply.send(Ok(written));
-            }
-            *held = Some(conn);
+    if ops.len() > 1 {
+        // One bad write (a duplicate name) must not fail the others: each alone.
+        for (op, reply) in ops.into_iter().zip(replies) {
+            write_batch(db, me, held, vec![(op, reply)]);
         }
-        Err(e) if ops.len() == 1 => {
-            if let Some(reply) = replies.into_iter().next() {
-                let _ = reply.send(Err(e.into()));
-            }
-        }
-        Err(_) => {
-            for (op, reply) in ops.iter().zip(replies) {
-                let alone = with_backend!(&mut *conn, |c| c.transaction(|c| apply!(c, op)));
-                let _ = reply.send(alone.map_err(StoreError::from));
-            }
-        }
+        return;
     }
+    let (Some(op), Some(reply)) = (ops.first(), replies.into_iter().next()) else {
+        return;
+    };
+    if retried && matches!(op, Op::Insert(_)) && is_unique_violation(&failed) {
+        // The first try committed before its connection dropped.
+        let _ = reply.send(Ok(None));
+    } else {
+        let _ = reply.send(Err(failed.into()));
+    }
+}
+
+fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
 }
