@@ -115,7 +115,11 @@ impl LeaseStore {
         let until = self.ownership.expiry();
         // Leases that end before this are expired ("everything": any lease).
         let before = match everything {
-            true => NaiveDateTime::MAX,
+            // Not NaiveDateTime::MAX: SQLite compares times as text, and a year past
+            // 9999 is written with a sign.
+            true => chrono::NaiveDate::from_ymd_opt(9999, 12, 31)
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .expect("a valid date"),
             false => super::now(),
         };
         let executors: Vec<String> = executors.iter().map(|e| e.to_string()).collect();

@@ -466,7 +466,9 @@ impl Stores {
 
 /// An exclusive lock on the embedded default's database, held while proctord serves:
 /// SQLite is one replica, and a second proctord on the same file would take the first
-/// one's runs for its own. Released when dropped (or when the process dies).
+/// one's runs for its own. Released when dropped (or when the process dies); it is the
+/// process's, so closing any other descriptor of the lock file releases it too (only
+/// this function opens it).
 pub struct ReplicaLock {
     _file: std::fs::File,
 }
@@ -484,8 +486,15 @@ pub fn lock_single_replica(settings: &DatabaseSettings) -> anyhow::Result<Replic
         .truncate(false)
         .open(&path)
         .map_err(|e| anyhow::anyhow!("cannot open the lock file {path}: {e}"))?;
-    // SAFETY: flock only takes an advisory lock on a descriptor this function owns.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+    // A POSIX record lock belongs to the process: another process is refused, while
+    // this one may open the database again (tests restart proctord in-process).
+    // SAFETY: an all-zero flock struct is valid; the fields that matter are set below.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as _;
+    lock.l_whence = libc::SEEK_SET as _;
+    // SAFETY: fcntl(F_SETLK) only takes an advisory lock on a descriptor this function
+    // owns, described by a valid struct.
+    let locked = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETLK, &lock) } == 0;
     if !locked {
         let mut holder = String::new();
         let _ = file.read_to_string(&mut holder);

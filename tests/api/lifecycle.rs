@@ -6,7 +6,7 @@ use std::time::Duration;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 
-use crate::helpers::{backends, json_body, register_script, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, backends, json_body, register_script, spawn_app, spawn_app_with};
 use proctor::app::Application;
 use proctor::model::{ExecutionName, Status};
 use proctor::store::{NewExecution, StoredLine, Transition};
@@ -118,16 +118,34 @@ async fn a_restart_settles_runs_left_unfinished_and_keeps_their_logs() {
         std::fs::create_dir_all(workdir.join("nested")).unwrap();
         std::fs::write(workdir.join("nested/left.txt"), "scratch").unwrap();
 
+        let expected_reason = match backend {
+            // SQLite is one replica: the one starting is the one that ran it.
+            Backend::Embedded => "proctord restarted while the execution was running".into(),
+            // On PostgreSQL a new replica takes only an expired lease: the run's owner
+            // is a replica that died a while ago.
+            Backend::Production => {
+                use diesel::prelude::*;
+                use proctor::store::schema::executions;
+                let mut conn =
+                    diesel::PgConnection::establish(app.settings.database.url.expose()).unwrap();
+                diesel::update(executions::table.filter(executions::name.eq(name.as_str())))
+                    .set((
+                        executions::owner.eq("replica-gone"),
+                        executions::lease_expires_at.eq(proctor::store::now()),
+                    ))
+                    .execute(&mut conn)
+                    .unwrap();
+                "lost with replica replica-gone: it stopped renewing its lease while the execution was running".to_owned()
+            }
+        };
+
         // proctord starts again on the same stores.
         let restarted = Application::build(app.settings.clone()).await.unwrap();
         actix_web::rt::spawn(restarted.run_until_stopped());
 
         let settled = app.execution(name.as_str()).await;
         assert_eq!(settled["status"], "FAILED", "{backend:?}: {settled}");
-        assert_eq!(
-            settled["reason"],
-            "proctord restarted while the execution was running"
-        );
+        assert_eq!(settled["reason"], expected_reason);
         assert!(
             crate::helpers::gone_within(&workdir, Duration::from_secs(10)).await,
             "{backend:?}: its working directory is removed"

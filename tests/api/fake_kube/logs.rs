@@ -17,7 +17,10 @@ use super::server::{Query, flag, reply};
 use super::store::{Kind, Shared};
 
 /// Answers a log request (`container`, `follow`, `tailLines`, `sinceSeconds`,
-/// `timestamps` are understood; other parameters are ignored).
+/// `sinceTime`, `timestamps` are understood; other parameters are ignored). As the
+/// kubelet does, `sinceTime` (RFC 3339, whole seconds) keeps the lines stamped at or
+/// after it, and `timestamps=true` prefixes each line with its RFC 3339 timestamp to
+/// the nanosecond.
 pub(super) fn log(
     shared: &Arc<Shared>,
     namespace: &str,
@@ -80,6 +83,13 @@ pub(super) fn log(
         .get("sinceSeconds")
         .and_then(|s| s.parse::<i64>().ok());
     let since = since.map(|s| Timestamp::now() - SignedDuration::from_secs(s));
+    let since = match query.get("sinceTime") {
+        Some(time) => match time.parse::<Timestamp>() {
+            Ok(time) => Some(time),
+            Err(e) => return reply(bad_request(format!("invalid sinceTime {time:?}: {e}"))),
+        },
+        None => since,
+    };
     let mut selected: Vec<&(String, String)> = printed
         .iter()
         .filter(|(at, _)| {
