@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench proctor` runs the full scenarios; `cargo test --bench proctor`
 //! (what CI runs) runs each in a smoke mode of a few seconds. Add scenario names
-//! (`dispatch fanout scheduling footprint kubernetes`) to run only those, and a backend
+//! (`dispatch fanout scheduling footprint kubernetes replicas`) to run only those, and a backend
 //! name (`sqlite`, `postgres+redis`) to measure only that one.
 
 use std::collections::BTreeMap;
@@ -42,6 +42,12 @@ struct Plan {
     idle_for: Duration,
     idle_sessions: usize,
     kube_runs: usize,
+    /// Lines a run prints (20 ms apart) while its log is read on two replicas.
+    replica_lines: usize,
+    /// Runs in flight whose leases one beat renews.
+    leased_runs: usize,
+    /// The lease of the takeover measurements (the default in a full run).
+    lease_seconds: u64,
 }
 
 impl Plan {
@@ -60,6 +66,9 @@ impl Plan {
                 idle_for: Duration::from_secs(2),
                 idle_sessions: 50,
                 kube_runs: 10,
+                replica_lines: 50,
+                leased_runs: 100,
+                lease_seconds: 2,
             }
         } else {
             Plan {
@@ -75,6 +84,9 @@ impl Plan {
                 idle_for: Duration::from_secs(60),
                 idle_sessions: 1_000,
                 kube_runs: 100,
+                replica_lines: 1_000,
+                leased_runs: 1_000,
+                lease_seconds: 10,
             }
         }
     }
@@ -110,6 +122,8 @@ struct Server {
     data_dir: std::path::PathBuf,
     database: Option<String>,
     started_in: Duration,
+    /// Its settings, for a second replica on the same stores ([`Server::beside`]).
+    env: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -177,10 +191,35 @@ impl Server {
             database = Some(name);
         }
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        Self::spawn(env, port, data_dir, database).await
+    }
+
+    /// Another replica on the same PostgreSQL and Redis, with `extra` on top.
+    async fn beside(other: &Server, extra: &[(&str, String)]) -> Server {
+        let port = free_port();
+        let data_dir = std::env::temp_dir().join(format!("proctor-bench-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        let mut env = other.env.clone();
+        env.retain(|(k, _)| k != "PROCTOR_APP_PORT" && k != "PROCTOR_DATA_DIR");
+        env.push(("PROCTOR_APP_PORT".into(), port.to_string()));
+        env.push((
+            "PROCTOR_DATA_DIR".into(),
+            data_dir.to_string_lossy().into_owned(),
+        ));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        Self::spawn(env, port, data_dir, None).await
+    }
+
+    async fn spawn(
+        env: Vec<(String, String)>,
+        port: u16,
+        data_dir: std::path::PathBuf,
+        database: Option<String>,
+    ) -> Server {
         let started = Instant::now();
         let child = Command::new(env!("CARGO_BIN_EXE_proctord"))
             .arg("serve")
-            .envs(env)
+            .envs(env.clone())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -206,6 +245,7 @@ impl Server {
             data_dir,
             database,
             started_in: started.elapsed(),
+            env,
         }
     }
 
@@ -816,6 +856,266 @@ async fn kubernetes(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     });
 }
 
+/// The database URL a server was given.
+fn database_url(server: &Server) -> String {
+    server
+        .env
+        .iter()
+        .find(|(k, _)| k == "PROCTOR_DATABASE_URL")
+        .map(|(_, v)| v.clone())
+        .expect("a PostgreSQL server")
+}
+
+/// One value of a query, through psql.
+fn psql_value(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-Atqc", sql])
+        .output()
+        .expect("psql runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Reads a log websocket to its end: each line's arrival time, by line number.
+async fn arrivals(port: u16, name: String) -> Vec<(usize, Instant)> {
+    let (mut socket, _) = tokio_tungstenite::connect_async(format!(
+        "ws://127.0.0.1:{port}/jobs/logs?job_name={name}"
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while let Some(Ok(message)) = socket.next().await {
+        match message {
+            Message::Text(text) => {
+                let number = text
+                    .strip_prefix("line ")
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                seen.push((number, Instant::now()));
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// Waits until `execution`'s owner is `owner` (or 60 s pass); how long it took.
+async fn owned_by(url: &str, execution: &str, owner: &str, since: Instant) -> Option<Duration> {
+    let sql = format!("SELECT owner FROM executions WHERE name = '{execution}'");
+    while since.elapsed() < Duration::from_secs(60) {
+        if psql_value(url, &sql) == owner {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Several replicas on one PostgreSQL and Redis: how far a live log read on a replica
+/// that does not follow the run trails the one that does, how long a dead or stopping
+/// replica's runs wait for a new owner, and what renewing leases costs.
+async fn replicas(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
+    if backend != "postgres+redis" {
+        return;
+    }
+    let client = reqwest::Client::new();
+    let lease = plan.lease_seconds.to_string();
+
+    // Live-log lag: one local run printing every 20 ms, read on both replicas.
+    let a = Server::start(
+        backend,
+        &[
+            ("PROCTOR_REPLICA_ID", "bench-a".into()),
+            ("PROCTOR_SCHEDULER", "off".into()),
+        ],
+    )
+    .await;
+    let b = Server::beside(&a, &[("PROCTOR_REPLICA_ID", "bench-b".into())]).await;
+    let script = format!(
+        "sleep 0.5; for i in $(seq 1 {}); do echo line $i; sleep 0.02; done",
+        plan.replica_lines
+    );
+    a.register(&client, "ticker", json!(["sh", "-c", script]), &[])
+        .await;
+    let body: Value = client
+        .post(format!("{}/jobs/execute", a.base))
+        .json(&json!({"name": "ticker"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let name = body["name"].as_str().unwrap().to_owned();
+    let (on_a, on_b) = tokio::join!(
+        arrivals(a.port, name.clone()),
+        arrivals(b.port, name.clone())
+    );
+    let at_a: BTreeMap<usize, Instant> = on_a.into_iter().collect();
+    let complete =
+        on_b.len() == plan.replica_lines && on_b.iter().enumerate().all(|(i, (n, _))| *n == i + 1);
+    let lags = sorted(
+        on_b.iter()
+            .filter_map(|(n, at)| {
+                Some(at.saturating_duration_since(*at_a.get(n)?).as_secs_f64() * 1000.0)
+            })
+            .collect(),
+    );
+    rows.push(Row {
+        scenario: "replicas",
+        backend: backend.to_owned(),
+        metric: format!(
+            "live line on the other replica, behind the owner's: p50 / p99 ({} lines{})",
+            plan.replica_lines,
+            if complete {
+                ", all in order"
+            } else {
+                ", SOME MISSING"
+            }
+        ),
+        value: format!(
+            "{:.1} / {:.1} ms",
+            percentile(&lags, 50.0),
+            percentile(&lags, 99.0)
+        ),
+        target: "p99 ≤ 50 ms",
+    });
+
+    // Lease beats with many runs in flight: rows owned by A that A does not follow
+    // (a beat renews every unfinished run its replica owns).
+    let url = database_url(&a);
+    psql(
+        &url,
+        &format!(
+            "INSERT INTO executions (id, name, proc_name, image, args, status, executor, user_email, created_at, updated_at, attempts, owner, lease_expires_at)              SELECT 'bench-' || i, 'leased-' || i, 'leased', 'x', '{{}}', 'RUNNING', 'kubernetes', 'bench@example.com', now(), now(), 1, 'bench-a', now() + interval '1 hour'              FROM generate_series(1, {}) AS i",
+            plan.leased_runs
+        ),
+    );
+    let beats = |server: &Server| {
+        let client = client.clone();
+        let base = server.base.clone();
+        async move {
+            let text = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let value = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            };
+            (
+                value("proctor_lease_beat_seconds_count"),
+                value("proctor_lease_beat_seconds_sum"),
+            )
+        }
+    };
+    let (count0, sum0) = beats(&a).await;
+    let window = plan.idle_for.max(Duration::from_secs(5));
+    let cpu0 = a.cpu_seconds();
+    tokio::time::sleep(window).await;
+    let (count1, sum1) = beats(&a).await;
+    let cpu = (a.cpu_seconds() - cpu0) / window.as_secs_f64() * 100.0;
+    let per_second = (count1 - count0) / window.as_secs_f64();
+    let beat_ms = if count1 > count0 {
+        (sum1 - sum0) / (count1 - count0) * 1000.0
+    } else {
+        0.0
+    };
+    rows.push(Row {
+        scenario: "replicas",
+        backend: backend.to_owned(),
+        metric: format!(
+            "lease upkeep, {} runs in flight: statements/s per replica (beats + claims), one beat, CPU",
+            plan.leased_runs
+        ),
+        value: format!(
+            "{:.2} + 1.00, {beat_ms:.2} ms, {cpu:.2} %",
+            per_second
+        ),
+        target: "one statement per beat",
+    });
+    psql(&url, "DELETE FROM executions WHERE proc_name = 'leased'");
+    drop(b);
+    drop(a);
+
+    // Takeover after kill -9 and after SIGTERM: Kubernetes runs, which outlive a replica.
+    for how in ["kill -9", "SIGTERM"] {
+        let fake = fake_kube::FakeKube::start();
+        fake.set_script_for_image(
+            "bench/long:1",
+            fake_kube::Script {
+                line_interval: Duration::from_millis(200),
+                ..fake_kube::Script::printing((1..=200).map(|i| format!("line {i}")))
+            },
+        );
+        let kube = [
+            ("PROCTOR_EXECUTOR", "kubernetes".to_owned()),
+            ("PROCTOR_KUBE_CLUSTER_HOST_NAME", fake.url().to_owned()),
+            ("PROCTOR_LEASE_SECONDS", lease.clone()),
+            ("PROCTOR_SCHEDULER", "off".into()),
+        ];
+        let mut a = Server::start(
+            backend,
+            &[&kube[..], &[("PROCTOR_REPLICA_ID", "bench-a".into())]].concat(),
+        )
+        .await;
+        let b = Server::beside(&a, &[("PROCTOR_REPLICA_ID", "bench-b".into())]).await;
+        client
+            .post(format!("{}/jobs/metadata", a.base))
+            .json(&json!({"name": "long", "image_name": "bench/long:1"}))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = client
+            .post(format!("{}/jobs/execute", a.base))
+            .json(&json!({"name": "long"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let name = body["name"].as_str().unwrap().to_owned();
+        // Renewed at least once, so the kill lands a whole beat after the last renewal
+        // at most (the worst case is the lease itself).
+        tokio::time::sleep(Duration::from_secs(plan.lease_seconds / 4 + 1)).await;
+        let url = database_url(&a);
+        let since = Instant::now();
+        match how {
+            "kill -9" => {
+                let _ = a.child.kill();
+                let _ = a.child.wait();
+            }
+            _ => {
+                // SAFETY: sends SIGTERM to the proctord this bench started.
+                unsafe { libc::kill(a.child.id() as i32, libc::SIGTERM) };
+            }
+        }
+        let took = owned_by(&url, &name, "bench-b", since).await;
+        rows.push(Row {
+            scenario: "replicas",
+            backend: backend.to_owned(),
+            metric: format!(
+                "{how} of the owner → its Kubernetes run owned again (lease {lease} s)"
+            ),
+            value: took.map_or("never (60 s)".into(), |t| {
+                format!("{:.2} s", t.as_secs_f64())
+            }),
+            target: if how == "SIGTERM" {
+                "≤ 2 s"
+            } else {
+                "≤ 15 s"
+            },
+        });
+        drop(b);
+    }
+}
+
 fn production_available() -> bool {
     psql(&postgres_url(), "SELECT 1") && std::net::TcpStream::connect("127.0.0.1:6379").is_ok()
 }
@@ -865,6 +1165,9 @@ fn main() {
             }
             if runs("kubernetes") {
                 kubernetes(&plan, backend, &mut rows).await;
+            }
+            if runs("replicas") {
+                replicas(&plan, backend, &mut rows).await;
             }
         }
     });
