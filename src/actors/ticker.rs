@@ -283,14 +283,39 @@ struct Parts {
     dispatcher: Addr<Dispatcher>,
 }
 
+/// How long a claim or an outcome that meets a database blip is retried.
+const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds, fails for good, or [`RETRY_FOR`] has passed while
+/// it met database blips (a restart, a dropped connection), backing off in between.
+async fn retrying<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, crate::store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::StoreError>>,
+{
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(50);
+    loop {
+        match attempt().await {
+            Err(e) if e.is_transient() && started.elapsed() < RETRY_FOR => {
+                tracing::warn!(error = %e, "{what} met a database blip; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Claims the fires due at one instant in one transaction; runs the ones this
 /// replica won.
 async fn fire(parts: Parts, fires: Vec<(Schedule, DateTime<Utc>)>) {
-    let keys = fires
+    let keys: Vec<(String, chrono::NaiveDateTime)> = fires
         .iter()
         .map(|(s, when)| (s.id.clone(), when.naive_utc()))
         .collect();
-    let claimed = match parts.schedules.claim(keys).await {
+    let claim = || parts.schedules.claim(keys.clone());
+    let claimed = match retrying("claiming schedule fires", claim).await {
         Ok(claimed) => claimed,
         Err(e) => {
             tracing::error!(fires = fires.len(), error = %e, "cannot claim schedule fires");
@@ -319,7 +344,8 @@ async fn fire(parts: Parts, fires: Vec<(Schedule, DateTime<Utc>)>) {
         return;
     }
     let count = outcomes.len();
-    if let Err(e) = parts.schedules.record(outcomes).await {
+    let record = || parts.schedules.record(outcomes.clone());
+    if let Err(e) = retrying("recording the fires' outcomes", record).await {
         tracing::warn!(fires = count, error = %e, "cannot record the fires' outcomes");
     }
 }
