@@ -449,3 +449,60 @@ async fn cutting_postgres_connections_mid_run_loses_no_final_status_and_no_line(
         a.log()
     );
 }
+
+#[actix_web::test]
+async fn a_cancel_sent_to_a_replica_that_does_not_own_the_run_reaches_its_owner() {
+    let Some(shared) = Shared::new().await else {
+        return;
+    };
+    let a = Replica::start(
+        "a",
+        &shared.env("replica-a", &[("PROCTOR_EXECUTOR", "local")]),
+    )
+    .await;
+    let b = Replica::start(
+        "b",
+        &shared.env("replica-b", &[("PROCTOR_EXECUTOR", "local")]),
+    )
+    .await;
+    register(
+        &a,
+        json!({"name": "sleeper", "image_name": "alpine:3",
+               "command": ["sh", "-c", "echo started; sleep 300"]}),
+    )
+    .await;
+    let name = execute(&a, "sleeper").await;
+    wait_for_lines(&b, &name, 1).await;
+    let socket = tokio::spawn(read_socket(
+        b.ws_url(&format!("/jobs/logs?job_name={name}")),
+    ));
+    let response = client()
+        .post(b.url(&format!("/api/v1/executions/{name}/cancel")))
+        .send()
+        .await
+        .expect("cancel through B");
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.expect("JSON");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "CANCELLED", "{body}");
+    let execution = execution(&a, &name).await;
+    assert_eq!(execution["status"], "CANCELLED");
+    assert_eq!(
+        shared.owner(&name).as_deref(),
+        Some("replica-a"),
+        "A stopped it itself"
+    );
+    let (lines, code, reason) = socket.await.expect("the reader ends");
+    assert_eq!(lines, ["started"]);
+    assert_eq!((code, reason.as_str()), (Some(1000), "CANCELLED"));
+    let again = client()
+        .post(b.url(&format!("/api/v1/executions/{name}/cancel")))
+        .send()
+        .await
+        .expect("cancel again");
+    assert_eq!(
+        again.status().as_u16(),
+        200,
+        "cancelling a cancelled run is idempotent"
+    );
+}
