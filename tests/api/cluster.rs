@@ -506,3 +506,74 @@ async fn a_cancel_sent_to_a_replica_that_does_not_own_the_run_reaches_its_owner(
         "cancelling a cancelled run is idempotent"
     );
 }
+
+#[actix_web::test]
+async fn a_replica_cut_off_longer_than_its_lease_gives_its_runs_up_to_the_new_owner() {
+    let Some(shared) = Shared::new().await else {
+        return;
+    };
+    // A reaches PostgreSQL through a proxy the test cuts; B directly.
+    let proxy = TcpProxy::start(upstream_of(&shared.url));
+    let mut env = shared.env("replica-a", &[("PROCTOR_EXECUTOR", "local")]);
+    env.retain(|(k, _)| k != "PROCTOR_DATABASE_URL");
+    env.push((
+        "PROCTOR_DATABASE_URL".into(),
+        through_proxy(&shared.url, proxy.port()),
+    ));
+    let a = Replica::start("a", &env).await;
+    let b = Replica::start(
+        "b",
+        &shared.env("replica-b", &[("PROCTOR_EXECUTOR", "local")]),
+    )
+    .await;
+    register(
+        &a,
+        json!({"name": "talker", "image_name": "alpine:3",
+               "command": ["sh", "-c", "echo started; while true; do echo still here; sleep 0.2; done"]}),
+    )
+    .await;
+    let name = execute(&a, "talker").await;
+    wait_for_lines(&b, &name, 1).await;
+    proxy.refuse(true);
+    proxy.cut();
+    // B takes the run over once A's lease runs out, and settles it: a local run cannot
+    // move to another replica.
+    let settled = wait_final(&b, &name).await;
+    assert_eq!(settled["status"], "FAILED", "{settled}");
+    assert!(
+        settled["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("replica-a"),
+        "{settled}"
+    );
+    let stored = stored_logs(&b, &name).await;
+    proxy.refuse(false);
+    // A learns at its next beat that it lost the run: it stops it and writes nothing more.
+    let deadline = Instant::now() + Duration::from_secs(LEASE_SECONDS + 10);
+    while !crate::orphans::processes_of(&name).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "A never stopped the run it lost:\n{}",
+            a.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        a.log().contains("another replica owns this run now"),
+        "{}",
+        a.log()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = execution(&b, &name).await;
+    assert_eq!(
+        after["status"], "FAILED",
+        "the new owner's verdict stands: {after}"
+    );
+    assert_eq!(after["reason"], settled["reason"]);
+    assert_eq!(
+        stored_logs(&b, &name).await,
+        stored,
+        "A added no line to a run it no longer owns"
+    );
+}

@@ -112,7 +112,7 @@ fn alive(pid: i32) -> bool {
 
 /// The live processes of a run: the local executor sets `PROCTOR_EXECUTION_NAME` for
 /// the run's program, and whatever it starts inherits it.
-fn processes_of(execution: &str) -> Vec<i32> {
+pub(crate) fn processes_of(execution: &str) -> Vec<i32> {
     let entry = format!("PROCTOR_EXECUTION_NAME={execution}");
     all_pids()
         .filter(|&pid| {
