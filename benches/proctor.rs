@@ -276,6 +276,20 @@ impl Server {
         ticks / 100.0
     }
 
+    /// Runs `proc` with no args; its execution's name.
+    async fn execute(&self, client: &reqwest::Client, proc: &str) -> String {
+        let body: Value = client
+            .post(format!("{}/jobs/execute", self.base))
+            .json(&json!({"name": proc}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["name"].as_str().unwrap().to_owned()
+    }
+
     async fn register(&self, client: &reqwest::Client, name: &str, command: Value, args: &[&str]) {
         let args: Vec<Value> = args.iter().map(|a| json!({"name": a})).collect();
         let proc = json!({"name": name, "image_name": "alpine:3", "command": command, "env_vars": {"args": args}});
@@ -746,18 +760,7 @@ async fn footprint(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     server
         .register(&client, "sleeper", json!(["sleep", "60"]), &[])
         .await;
-    let name = client
-        .post(format!("{}/jobs/execute", server.base))
-        .json(&json!({"name": "sleeper"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["name"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let name = server.execute(&client, "sleeper").await;
     let with_run = server.rss_kib();
     let mut sessions = Vec::new();
     for _ in 0..plan.idle_sessions {
@@ -821,16 +824,7 @@ async fn kubernetes(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     let before = fake.requests();
     let mut names = Vec::new();
     for _ in 0..plan.kube_runs {
-        let body: Value = client
-            .post(format!("{}/jobs/execute", server.base))
-            .json(&json!({"name": "kube-noop"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        names.push(body["name"].as_str().unwrap().to_owned());
+        names.push(server.execute(&client, "kube-noop").await);
     }
     for name in &names {
         for _ in 0..500 {
@@ -937,16 +931,7 @@ async fn replicas(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     );
     a.register(&client, "ticker", json!(["sh", "-c", script]), &[])
         .await;
-    let body: Value = client
-        .post(format!("{}/jobs/execute", a.base))
-        .json(&json!({"name": "ticker"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let name = body["name"].as_str().unwrap().to_owned();
+    let name = a.execute(&client, "ticker").await;
     let (on_a, on_b) = tokio::join!(
         arrivals(a.port, name.clone()),
         arrivals(b.port, name.clone())
@@ -1071,16 +1056,7 @@ async fn replicas(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
             .send()
             .await
             .unwrap();
-        let body: Value = client
-            .post(format!("{}/jobs/execute", a.base))
-            .json(&json!({"name": "long"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let name = body["name"].as_str().unwrap().to_owned();
+        let name = a.execute(&client, "long").await;
         // Renewed at least once, so the kill lands a whole beat after the last renewal
         // at most (the worst case is the lease itself).
         tokio::time::sleep(Duration::from_secs(plan.lease_seconds / 4 + 1)).await;

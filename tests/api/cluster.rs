@@ -364,16 +364,14 @@ async fn a_replacement_replica_takes_nothing_a_live_replica_owns_and_serves_its_
     assert_eq!((code, reason.as_str()), (Some(1000), "SUCCEEDED"));
 }
 
-#[actix_web::test]
-async fn a_dead_replicas_local_run_is_settled_failed_by_a_survivor_within_the_lease() {
-    let Some(shared) = Shared::new().await else {
-        return;
-    };
-    let mut a = Replica::start(
-        "a",
-        &shared.env("replica-a", &[("PROCTOR_EXECUTOR", "local")]),
-    )
-    .await;
+/// Replicas A and B with the local executor, and a run of `sh -c script` launched on A
+/// whose first line B has read from the store: (A, B, the execution's name).
+async fn local_run_on_a(
+    shared: &Shared,
+    a_env: Vec<(String, String)>,
+    script: &str,
+) -> (Replica, Replica, String) {
+    let a = Replica::start("a", &a_env).await;
     let b = Replica::start(
         "b",
         &shared.env("replica-b", &[("PROCTOR_EXECUTOR", "local")]),
@@ -381,12 +379,21 @@ async fn a_dead_replicas_local_run_is_settled_failed_by_a_survivor_within_the_le
     .await;
     register(
         &a,
-        json!({"name": "forever", "image_name": "alpine:3",
-               "command": ["sh", "-c", "echo started; sleep 300"]}),
+        json!({"name": "script", "image_name": "alpine:3", "command": ["sh", "-c", script]}),
     )
     .await;
-    let name = execute(&a, "forever").await;
+    let name = execute(&a, "script").await;
     wait_for_lines(&b, &name, 1).await;
+    (a, b, name)
+}
+
+#[actix_web::test]
+async fn a_dead_replicas_local_run_is_settled_failed_by_a_survivor_within_the_lease() {
+    let Some(shared) = Shared::new().await else {
+        return;
+    };
+    let a_env = shared.env("replica-a", &[("PROCTOR_EXECUTOR", "local")]);
+    let (mut a, b, name) = local_run_on_a(&shared, a_env, "echo started; sleep 300").await;
     a.kill9().await;
     let killed = Instant::now();
     let execution = wait_final(&b, &name).await;
@@ -455,24 +462,8 @@ async fn a_cancel_sent_to_a_replica_that_does_not_own_the_run_reaches_its_owner(
     let Some(shared) = Shared::new().await else {
         return;
     };
-    let a = Replica::start(
-        "a",
-        &shared.env("replica-a", &[("PROCTOR_EXECUTOR", "local")]),
-    )
-    .await;
-    let b = Replica::start(
-        "b",
-        &shared.env("replica-b", &[("PROCTOR_EXECUTOR", "local")]),
-    )
-    .await;
-    register(
-        &a,
-        json!({"name": "sleeper", "image_name": "alpine:3",
-               "command": ["sh", "-c", "echo started; sleep 300"]}),
-    )
-    .await;
-    let name = execute(&a, "sleeper").await;
-    wait_for_lines(&b, &name, 1).await;
+    let a_env = shared.env("replica-a", &[("PROCTOR_EXECUTOR", "local")]);
+    let (a, b, name) = local_run_on_a(&shared, a_env, "echo started; sleep 300").await;
     let socket = tokio::spawn(read_socket(
         b.ws_url(&format!("/jobs/logs?job_name={name}")),
     ));
@@ -520,20 +511,8 @@ async fn a_replica_cut_off_longer_than_its_lease_gives_its_runs_up_to_the_new_ow
         "PROCTOR_DATABASE_URL".into(),
         through_proxy(&shared.url, proxy.port()),
     ));
-    let a = Replica::start("a", &env).await;
-    let b = Replica::start(
-        "b",
-        &shared.env("replica-b", &[("PROCTOR_EXECUTOR", "local")]),
-    )
-    .await;
-    register(
-        &a,
-        json!({"name": "talker", "image_name": "alpine:3",
-               "command": ["sh", "-c", "echo started; while true; do echo still here; sleep 0.2; done"]}),
-    )
-    .await;
-    let name = execute(&a, "talker").await;
-    wait_for_lines(&b, &name, 1).await;
+    let script = "echo started; while true; do echo still here; sleep 0.2; done";
+    let (a, b, name) = local_run_on_a(&shared, env, script).await;
     proxy.refuse(true);
     proxy.cut();
     // B takes the run over once A's lease runs out, and settles it: a local run cannot
