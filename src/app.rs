@@ -17,6 +17,7 @@ use crate::config::{AuthMode, ExecutorKind, Settings};
 use crate::error;
 use crate::executor::{self, Executor, KubernetesExecutor, LocalExecutor};
 use crate::store::{KeySource, Stores};
+use crate::web as web_console;
 
 pub struct Application {
     /// Held while the embedded default serves: a second proctord on the same SQLite
@@ -97,10 +98,12 @@ impl Application {
             executor: executor.clone(),
             auth: settings.auth,
             min_client_version: settings.min_client_version.clone(),
+            console_session: settings.console_session,
         });
         let max_request_bytes = settings.max_request_bytes;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(api::auth::check_origin))
                 .wrap(actix_web::middleware::from_fn(api::metrics::count_requests))
                 .wrap(TracingLogger::default())
                 .wrap(sentry_actix::Sentry::new())
@@ -114,6 +117,7 @@ impl Application {
                 .app_data(web::QueryConfig::default().error_handler(error::query_error))
                 .app_data(web::PathConfig::default().error_handler(error::path_error))
                 .configure(api::routes)
+                .configure(web_console::routes)
                 .default_service(web::to(api::unknown_route))
         })
         // Without it, a websocket's small frames wait for the client's delayed ACK

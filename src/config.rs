@@ -170,6 +170,8 @@ pub struct Settings {
     pub replica_id: Option<String>,
     /// How long an owner's hold on its unfinished executions lasts without a renewal.
     pub lease: Duration,
+    /// How long a web console sign-in lasts.
+    pub console_session: Duration,
     /// How often schedules changed by other replicas are picked up (at most the fetch interval).
     pub schedule_sync_interval: Duration,
     /// How old a fire missed while no replica ran may be and still run once at start-up.
@@ -465,6 +467,13 @@ impl Settings {
                 format!("must be between 2 and 3600, got {lease_seconds}"),
             ));
         }
+        let session_minutes: u64 = raw.parse("console_session_minutes", "a number of minutes")?;
+        if !(5..=10_080).contains(&session_minutes) {
+            return Err(SettingsError::new(
+                "console_session_minutes",
+                format!("must be between 5 and 10080 (a week), got {session_minutes}"),
+            ));
+        }
         let sync_seconds: u64 =
             raw.parse("schedule_sync_interval_seconds", "a number of seconds")?;
         if sync_seconds == 0 {
@@ -509,6 +518,7 @@ impl Settings {
             scheduler,
             replica_id,
             lease: Duration::from_secs(lease_seconds),
+            console_session: Duration::from_secs(session_minutes * 60),
             schedule_sync_interval,
             schedule_misfire_grace,
             mail,

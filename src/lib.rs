@@ -28,3 +28,5 @@ pub mod model;
 pub mod store;
 /// Tracing, Sentry, and blocking work inside a span.
 pub mod telemetry;
+/// The web console served at `/`.
+pub mod web;

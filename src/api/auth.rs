@@ -1,5 +1,6 @@
 //! Who is calling: `Email-Id` + `Access-Token` (the original's headers) checked against
-//! the users and tokens in the database, and `Client-Version` checked against
+//! the users and tokens in the database, or the web console's session cookie; requests
+//! from another site refused ([`check_origin`]); and `Client-Version` checked against
 //! PROCTOR_MIN_CLIENT_VERSION.
 
 use std::future::Future;
@@ -18,6 +19,8 @@ use crate::model::{Email, ProcMetadata};
 pub const EMAIL_HEADER: &str = "Email-Id";
 pub const TOKEN_HEADER: &str = "Access-Token";
 pub const CLIENT_VERSION_HEADER: &str = "Client-Version";
+/// The web console's session cookie (HttpOnly, SameSite=Strict; see `api::session`).
+pub const SESSION_COOKIE: &str = "proctor_session";
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -89,7 +92,23 @@ impl FromRequest for Caller {
                     groups: Vec::new(),
                 });
             }
-            let (Some(email), Some(token)) = (email, header(&req, TOKEN_HEADER)?) else {
+            let token = header(&req, TOKEN_HEADER)?;
+            if email.is_none()
+                && token.is_none()
+                && let Some(cookie) = req.cookie(SESSION_COOKIE)
+            {
+                return match state.stores.users.session(cookie.value()).await? {
+                    Some(user) => Ok(Caller {
+                        email: user.email,
+                        is_admin: user.is_admin,
+                        groups: user.groups,
+                    }),
+                    None => Err(ApiError::unauthorized(
+                        "your console session has ended: sign in again",
+                    )),
+                };
+            }
+            let (Some(email), Some(token)) = (email, token) else {
                 return Err(ApiError::unauthorized(format!(
                     "authentication required: send the {EMAIL_HEADER} and {TOKEN_HEADER} headers \
                      (an admin creates a token with `proctord token create EMAIL`)"
@@ -135,6 +154,49 @@ pub async fn check_client_version(
             ))
             .with_detail(serde_json::json!({"client_version": sent, "minimum": minimum.to_string()}))
             .into());
+        }
+    }
+    next.call(req).await
+}
+
+/// Middleware against cross-site requests (CSRF, and websocket hijacking): a request that
+/// changes something (any method but GET, HEAD and OPTIONS) or opens a websocket is
+/// refused with 403 when its `Origin` names another site, and, when it is authenticated
+/// by the console's cookie alone, when it has no `Origin` at all. Browsers always send
+/// `Origin` on such requests; the CLI, curl and scripts send none and use headers.
+pub async fn check_origin(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use actix_web::http::{Method, header as h};
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let upgrade = req.headers().contains_key(h::UPGRADE);
+    if changes || upgrade {
+        match req.headers().get(h::ORIGIN) {
+            Some(origin) => {
+                let host = req.connection_info().host().to_ascii_lowercase();
+                let origin = origin.to_str().unwrap_or("").to_ascii_lowercase();
+                let origin_host = origin
+                    .strip_prefix("https://")
+                    .or_else(|| origin.strip_prefix("http://"));
+                if origin_host != Some(host.as_str()) {
+                    return Err(ApiError::forbidden(format!(
+                        "cross-site request refused: its Origin {:?} is not this server ({host})",
+                        crate::model::ids::truncate(&origin, 100)
+                    ))
+                    .into());
+                }
+            }
+            None => {
+                let by_cookie = req.request().cookie(SESSION_COOKIE).is_some()
+                    && !req.headers().contains_key(EMAIL_HEADER);
+                if by_cookie {
+                    return Err(ApiError::forbidden(
+                        "a request signed in by the console's cookie must carry an Origin header",
+                    )
+                    .into());
+                }
+            }
         }
     }
     next.call(req).await

@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
-use super::{executions, health, logs, metrics, procs, schedules, secrets};
+use super::{executions, health, logs, metrics, procs, schedules, secrets, session};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +39,9 @@ use super::{executions, health, logs, metrics, procs, schedules, secrets};
         schedules::enable,
         schedules::disable,
         schedules::executions,
+        session::sign_in,
+        session::who,
+        session::sign_out,
     ),
     components(schemas(crate::error::ErrorBody, crate::model::Status)),
     modifiers(&Credentials, &UniqueOperationIds),
@@ -48,6 +51,7 @@ use super::{executions, health, logs, metrics, procs, schedules, secrets};
         (name = "executions", description = "Run procs, follow and cancel runs"),
         (name = "schedules", description = "Run procs on a cron schedule"),
         (name = "health", description = "Probes and metrics"),
+        (name = "console", description = "The web console's sign-in (a session cookie)"),
     )
 )]
 pub struct ApiDoc;

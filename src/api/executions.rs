@@ -333,10 +333,17 @@ pub async fn describe(
 pub struct LogsQuery {
     pub since_seq: Option<i64>,
     pub limit: Option<i64>,
+    /// `true`: the whole stored log as a file to save (`limit` does not apply).
+    pub download: Option<bool>,
 }
 
+/// Lines read per query while a whole log is downloaded.
+const DOWNLOAD_PAGE: i64 = 10_000;
+
 /// `GET /api/v1/executions/{name}/logs`: stored lines after `since_seq` as text; the
-/// `Proctor-Last-Seq` header says where to continue.
+/// `Proctor-Last-Seq` header says where to continue, `Proctor-Stored-Lines` how many
+/// lines are stored in all (lines are numbered from 1, without gaps). With
+/// `download=true`, every stored line after `since_seq`, streamed as an attachment.
 #[utoipa::path(
     get,
     path = "/api/v1/executions/{name}/logs",
@@ -356,11 +363,20 @@ pub async fn stored_logs(
 ) -> Result<HttpResponse, ApiError> {
     let execution = find_visible(&state, &caller, &name).await?;
     let after = query.since_seq.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request("since_seq must be 0 or more"));
+    }
+    if query.download == Some(true) {
+        return Ok(download(&state, execution, after));
+    }
     let limit = query.limit.unwrap_or(10_000);
     if !(1..=100_000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 100000"));
     }
-    let lines = state.stores.logs.read(&execution.id, after, limit).await?;
+    let (lines, stored) = futures_util::try_join!(
+        state.stores.logs.read(&execution.id, after, limit),
+        state.stores.logs.last_seq(&execution.id)
+    )?;
     let last = lines.last().map_or(after, |l| l.seq);
     let mut body = String::with_capacity(lines.iter().map(|l| l.line.len() + 1).sum());
     for line in &lines {
@@ -370,8 +386,44 @@ pub async fn stored_logs(
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header(("Proctor-Last-Seq", last.to_string()))
+        .insert_header(("Proctor-Stored-Lines", stored.to_string()))
         .insert_header(("Proctor-Status", execution.status.as_str()))
         .body(body))
+}
+
+/// The whole stored log after `after`, read a page at a time as the client takes it.
+fn download(state: &ApiState, execution: Execution, after: i64) -> HttpResponse {
+    let logs = state.stores.logs.clone();
+    let id = execution.id.clone();
+    let pages = futures_util::stream::try_unfold(Some(after), move |from| {
+        let logs = logs.clone();
+        let id = id.clone();
+        async move {
+            let Some(from) = from else { return Ok(None) };
+            let lines = logs.read(&id, from, DOWNLOAD_PAGE).await.map_err(|e| {
+                tracing::warn!(execution = %id, error = %e, "a log download stopped");
+                std::io::Error::other("the stored log could not be read")
+            })?;
+            if lines.is_empty() {
+                return Ok(None);
+            }
+            let next = (lines.len() as i64 == DOWNLOAD_PAGE).then(|| lines[lines.len() - 1].seq);
+            let mut chunk = String::with_capacity(lines.iter().map(|l| l.line.len() + 1).sum());
+            for line in &lines {
+                chunk.push_str(&line.line);
+                chunk.push('\n');
+            }
+            Ok::<_, std::io::Error>(Some((web::Bytes::from(chunk), next)))
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"{}.log\"", execution.name),
+        ))
+        .insert_header(("Proctor-Status", execution.status.as_str()))
+        .streaming(pages)
 }
 
 /// `POST /api/v1/executions/{name}/cancel`: 200 with the execution once it is

@@ -42,6 +42,10 @@ const STORE_POLL_WITH_BUS: Duration = Duration::from_secs(2);
 #[into_params(parameter_in = Query)]
 pub struct LogsQuery {
     pub job_name: String,
+    /// Start after this line number (lines are numbered from 1): a client that already
+    /// holds the first N lines (read from `GET /api/v1/executions/{name}/logs`) asks for
+    /// the rest with `after=N`, without a gap or a repeat.
+    pub after: Option<i64>,
 }
 
 /// Upgrades to the log websocket after the same checks as any read of the execution.
@@ -63,12 +67,16 @@ pub async fn stream(
     caller: Caller,
     query: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let after = query.after.unwrap_or(0);
+    if after < 0 {
+        return Err(ApiError::bad_request("after must be 0 or more"));
+    }
     let execution = find_visible(&state, &caller, query.job_name.trim()).await?;
     let name = ExecutionName::parse(&execution.name).map_err(ApiError::bad_request)?;
     let session = LogSession {
         execution: name,
         execution_id: execution.id,
-        last_seq: 0,
+        last_seq: after,
         subscription: None,
         fanout: state.actors.fanout.clone(),
         logs: state.stores.logs.clone(),

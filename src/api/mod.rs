@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod procs;
 pub mod schedules;
 pub mod secrets;
+pub mod session;
 
 /// What handlers share.
 pub struct ApiState {
@@ -24,6 +25,8 @@ pub struct ApiState {
     pub executor: std::sync::Arc<dyn crate::executor::Executor>,
     pub auth: AuthMode,
     pub min_client_version: Option<semver::Version>,
+    /// How long a console sign-in lasts.
+    pub console_session: std::time::Duration,
 }
 
 /// Every route of the API, in one table.
@@ -82,6 +85,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(auth::check_client_version))
+                .service(
+                    resource("/session")
+                        .route(web::post().to(session::sign_in))
+                        .route(web::get().to(session::who))
+                        .route(web::delete().to(session::sign_out)),
+                )
                 .service(resource("/executions").route(web::get().to(executions::list)))
                 .service(resource("/executions/{name}").route(web::get().to(executions::describe)))
                 .service(
@@ -99,7 +108,7 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-async fn method_not_allowed(
+pub async fn method_not_allowed(
     req: actix_web::HttpRequest,
 ) -> Result<actix_web::HttpResponse, crate::error::ApiError> {
     Err(crate::error::ApiError::new(

@@ -110,7 +110,20 @@ diesel::joinable!(api_tokens -> users (user_email));
 diesel::joinable!(execution_logs -> executions (execution_id));
 diesel::joinable!(schedule_fires -> schedules (schedule_id));
 
+diesel::table! {
+    console_sessions (id_hash) {
+        id_hash -> Text,
+        user_email -> Text,
+        token_id -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(console_sessions -> users (user_email));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    console_sessions,
     users,
     user_groups,
     api_tokens,

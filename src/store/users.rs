@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 
 use crate::model::Email;
 
-use super::schema::{api_tokens, user_groups, users};
+use super::schema::{api_tokens, console_sessions, user_groups, users};
 use super::{Db, StoreError};
 
 /// A user as the API sees one.
@@ -163,6 +163,15 @@ impl UserStore {
         email: &Email,
         token: &str,
     ) -> Result<Option<User>, StoreError> {
+        Ok(self.holder(email, token).await?.map(|(user, _)| user))
+    }
+
+    /// The user holding `token`, with the token's id.
+    async fn holder(
+        &self,
+        email: &Email,
+        token: &str,
+    ) -> Result<Option<(User, String)>, StoreError> {
         if !token.starts_with(TOKEN_PREFIX) {
             return Ok(None);
         }
@@ -171,30 +180,125 @@ impl UserStore {
         self.db
             .run(move |conn| {
                 let found = with_backend!(conn, |c| {
-                    let admin: Option<bool> = api_tokens::table
+                    let token: Option<(String, bool)> = api_tokens::table
                         .inner_join(users::table)
                         .filter(api_tokens::token_hash.eq(&hash))
                         .filter(users::email.eq(&email))
-                        .select(users::is_admin)
+                        .select((api_tokens::id, users::is_admin))
                         .first(c)
                         .optional()?;
-                    match admin {
-                        Some(is_admin) => {
-                            let groups: Vec<String> = user_groups::table
+                    match token {
+                        Some((id, is_admin)) => Some((
+                            id,
+                            is_admin,
+                            user_groups::table
                                 .filter(user_groups::user_email.eq(&email))
                                 .select(user_groups::group_name)
                                 .order(user_groups::group_name)
-                                .load(c)?;
-                            Some((is_admin, groups))
+                                .load::<String>(c)?,
+                        )),
+                        None => None,
+                    }
+                });
+                Ok(found.map(|(id, is_admin, groups)| {
+                    (
+                        User {
+                            email,
+                            is_admin,
+                            groups,
+                        },
+                        id,
+                    )
+                }))
+            })
+            .await
+    }
+
+    /// Exchanges an e-mail and access token for a console session that lasts `length`:
+    /// the user and the session's secret (the cookie's value, never stored), or `None`
+    /// when the token is not valid for the e-mail. Sessions past their end are removed.
+    pub async fn start_session(
+        &self,
+        email: &Email,
+        token: &str,
+        length: chrono::Duration,
+    ) -> Result<Option<(User, String, chrono::NaiveDateTime)>, StoreError> {
+        let Some((user, token_id)) = self.holder(email, token).await? else {
+            return Ok(None);
+        };
+        let random: [u8; 32] = rand::random();
+        let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random);
+        let hash = hash_token(&secret);
+        let email = user.email.clone();
+        let now = super::now();
+        let expires = now + length;
+        self.db
+            .run(move |conn| {
+                with_backend!(conn, |c| {
+                    diesel::delete(
+                        console_sessions::table.filter(console_sessions::expires_at.le(now)),
+                    )
+                    .execute(c)?;
+                    diesel::insert_into(console_sessions::table)
+                        .values((
+                            console_sessions::id_hash.eq(&hash),
+                            console_sessions::user_email.eq(&email),
+                            console_sessions::token_id.eq(&token_id),
+                            console_sessions::created_at.eq(now),
+                            console_sessions::expires_at.eq(expires),
+                        ))
+                        .execute(c)
+                })?;
+                Ok(())
+            })
+            .await?;
+        Ok(Some((user, secret, expires)))
+    }
+
+    /// The user of a live console session.
+    pub async fn session(&self, secret: &str) -> Result<Option<User>, StoreError> {
+        let hash = hash_token(secret);
+        self.db
+            .run(move |conn| {
+                let found = with_backend!(conn, |c| {
+                    let user: Option<(String, bool)> = console_sessions::table
+                        .inner_join(users::table)
+                        .filter(console_sessions::id_hash.eq(&hash))
+                        .filter(console_sessions::expires_at.gt(super::now()))
+                        .select((users::email, users::is_admin))
+                        .first(c)
+                        .optional()?;
+                    match user {
+                        Some((email, is_admin)) => {
+                            let groups = user_groups::table
+                                .filter(user_groups::user_email.eq(&email))
+                                .select(user_groups::group_name)
+                                .order(user_groups::group_name)
+                                .load::<String>(c)?;
+                            Some(User {
+                                email,
+                                is_admin,
+                                groups,
+                            })
                         }
                         None => None,
                     }
                 });
-                Ok(found.map(|(is_admin, groups)| User {
-                    email,
-                    is_admin,
-                    groups,
-                }))
+                Ok(found)
+            })
+            .await
+    }
+
+    /// Ends a console session (signing out); ending one that is gone is no error.
+    pub async fn end_session(&self, secret: &str) -> Result<(), StoreError> {
+        let hash = hash_token(secret);
+        self.db
+            .run(move |conn| {
+                with_backend!(conn, |c| diesel::delete(
+                    console_sessions::table.filter(console_sessions::id_hash.eq(&hash))
+                )
+                .execute(c))?;
+                Ok(())
             })
             .await
     }

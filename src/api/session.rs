@@ -1,0 +1,159 @@
+//! `/api/v1/session`: the web console's sign-in. An e-mail and access token are
+//! exchanged for a session cookie (HttpOnly, SameSite=Strict, as long as
+//! PROCTOR_CONSOLE_SESSION_MINUTES) that every route, the log websocket included, accepts
+//! in place of the `Email-Id` and `Access-Token` headers. The token itself never reaches
+//! a URL or the browser's storage.
+
+use actix_web::cookie::{Cookie, SameSite, time};
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use super::ApiState;
+use super::auth::{Caller, SESSION_COOKIE};
+use crate::config::AuthMode;
+use crate::error::{ApiError, ErrorBody};
+use crate::model::Email;
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct SignIn {
+    pub email: String,
+    /// An access token of the user (`proctord token create EMAIL`).
+    pub token: String,
+}
+
+/// Who the console is signed in as.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionInfo {
+    /// `on` when callers must authenticate; `off` when everyone is an admin.
+    pub auth: String,
+    pub email: String,
+    pub is_admin: bool,
+    pub groups: Vec<String>,
+    /// When the sign-in ends (absent with authentication off).
+    pub expires_at: Option<String>,
+}
+
+fn auth_name(state: &ApiState) -> String {
+    match state.auth {
+        AuthMode::On => "on",
+        AuthMode::Off => "off",
+    }
+    .to_owned()
+}
+
+/// Whether the browser reached us over HTTPS (directly or through a proxy that says so).
+fn is_https(req: &HttpRequest) -> bool {
+    req.connection_info().scheme() == "https"
+}
+
+fn session_cookie(req: &HttpRequest, value: String, max_age: time::Duration) -> Cookie<'static> {
+    Cookie::build(SESSION_COOKIE, value)
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(is_https(req))
+        .max_age(max_age)
+        .finish()
+}
+
+/// `POST /api/v1/session`: signs in; sets the session cookie.
+#[utoipa::path(
+    post,
+    path = "/api/v1/session",
+    tag = "console",
+    request_body = SignIn,
+    responses(
+        (status = 200, description = "signed in; the Set-Cookie header holds the session", body = SessionInfo),
+        (status = 400, description = "malformed request", body = ErrorBody),
+        (status = 401, description = "the token is not valid for this e-mail", body = ErrorBody),
+        (status = 403, description = "cross-site request", body = ErrorBody)
+    )
+)]
+pub async fn sign_in(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+    body: web::Json<SignIn>,
+) -> Result<HttpResponse, ApiError> {
+    if state.auth == AuthMode::Off {
+        return Err(ApiError::bad_request(
+            "authentication is off on this server: there is nothing to sign in to",
+        ));
+    }
+    let email = Email::parse(body.email.trim())
+        .map_err(|e| ApiError::bad_request(format!("email: {e}")))?;
+    let length = chrono::Duration::from_std(state.console_session)
+        .map_err(|_| ApiError::bad_request("the console session length is out of range"))?;
+    let Some((user, secret, expires)) = state
+        .stores
+        .users
+        .start_session(&email, body.token.trim(), length)
+        .await?
+    else {
+        tracing::info!(email = %email, "console sign-in refused");
+        return Err(ApiError::unauthorized(format!(
+            "that access token is not valid for {email}"
+        )));
+    };
+    tracing::info!(email = %user.email, "signed in to the console");
+    let max_age = time::Duration::seconds(length.num_seconds());
+    Ok(HttpResponse::Ok()
+        .cookie(session_cookie(&req, secret, max_age))
+        .insert_header(("Cache-Control", "no-store"))
+        .json(SessionInfo {
+            auth: auth_name(&state),
+            email: user.email,
+            is_admin: user.is_admin,
+            groups: user.groups,
+            expires_at: Some(
+                expires
+                    .and_utc()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ),
+        }))
+}
+
+/// `GET /api/v1/session`: who the caller is (cookie or headers), and whether
+/// authentication is on.
+#[utoipa::path(
+    get,
+    path = "/api/v1/session",
+    tag = "console",
+    responses(
+        (status = 200, body = SessionInfo),
+        (status = 401, description = "not signed in", body = ErrorBody)
+    ),
+    security((), ("email" = [], "token" = []))
+)]
+pub async fn who(state: web::Data<ApiState>, caller: Caller) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(SessionInfo {
+            auth: auth_name(&state),
+            email: caller.email,
+            is_admin: caller.is_admin,
+            groups: caller.groups,
+            expires_at: None,
+        })
+}
+
+/// `DELETE /api/v1/session`: signs out; the session ends on every replica.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/session",
+    tag = "console",
+    responses(
+        (status = 204, description = "signed out (also when there was no session)"),
+        (status = 403, description = "cross-site request", body = ErrorBody)
+    )
+)]
+pub async fn sign_out(
+    req: HttpRequest,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
+        state.stores.users.end_session(cookie.value()).await?;
+    }
+    Ok(HttpResponse::NoContent()
+        .cookie(session_cookie(&req, String::new(), time::Duration::ZERO))
+        .finish())
+}
