@@ -457,6 +457,9 @@ async function procPage(view, ctx, name) {
       el("code", {}, s.name), s.description ? ` — ${s.description}` : "")) : el("li", { class: "muted" }, "none"));
 
   const formError = el("p", { id: "run-form-error", class: "form-error", role: "alert" });
+  const unset = setSecrets ? secrets.filter((s) => !setSecrets.has(s.name)).map((s) => s.name) : [];
+  const warning = unset.length ? el("p", { class: "warning" },
+    `Its runs stop at REQUIREMENT_NOT_MET until an admin sets ${unset.join(", ")} (POST /jobs/secrets).`) : null;
   const inputs = new Map();
   const fields = args.map((a) => {
     const input = el("input", { id: `arg-${a.name}`, name: a.name, autocomplete: "off", "aria-describedby": `arg-${a.name}-error`, required: true });
@@ -481,7 +484,7 @@ async function procPage(view, ctx, name) {
     if (input) input.setAttribute("aria-invalid", message ? "true" : "false");
     if (error) error.textContent = message || "";
   };
-  const form = el("form", { id: "run-form", novalidate: true }, fields, formError,
+  const form = el("form", { id: "run-form", novalidate: true }, warning, fields, formError,
     el("p", { class: "actions" }, el("button", { id: "run", type: "submit", class: "primary" }, "Run")),
     el("p", { class: "muted" }, "The same from a terminal:"), cli, el("p", { class: "muted" }, "Or over HTTP:"), curl);
   for (const input of inputs.values()) input.addEventListener("input", () => { fieldError(input.name, ""); describe(); });
