@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod cli;
 mod cluster;
+mod console;
 mod executions;
 mod fake_kube;
 mod health;

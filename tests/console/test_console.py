@@ -1,0 +1,564 @@
+"""The web console in a real Chromium, through the hooks in README.md.
+
+Each test signs in through the form in its own browser context, works one page the way
+a person would, and checks each page it reaches (`Console.check`: no console or page
+error, no serious or critical axe violation, a full-page screenshot).
+"""
+
+import re
+import time
+
+from playwright.sync_api import expect
+
+from conftest import PROCS, RUN, STEP, FINAL, number_in
+
+FORBIDDEN = re.compile(
+    r"forbidden|not found|no such|not allowed|not permitted|permission|access|denied|403|404",
+    re.IGNORECASE,
+)
+
+
+def eventually(check, what: str, timeout: float = STEP / 1000):
+    """Calls `check` until it returns something truthy without raising; returns that."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last = result
+        except AssertionError as error:
+            last = error
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} (last seen: {last!r})")
+        time.sleep(0.05)
+
+
+def run_name(console, proc: str) -> str:
+    """Waits until the page is a run of `proc` and returns its name."""
+    console.wait_path(rf"/runs/{re.escape(proc)}-[^/?]+")
+    return console.path().split("?")[0].rsplit("/", 1)[1]
+
+
+def visible_procs(console) -> list[str]:
+    return console.page.locator("ul#procs li[data-proc]:visible").evaluate_all(
+        "items => items.map(item => item.dataset.proc)"
+    )
+
+
+def row_names(console) -> list[str]:
+    return console.page.locator("table#runs tbody tr[data-name]").evaluate_all(
+        "rows => rows.map(row => row.dataset.name)"
+    )
+
+
+def row_cells(console, cell: str) -> list[str]:
+    return console.page.locator(f"table#runs tbody tr[data-name] .{cell}").evaluate_all(
+        "cells => cells.map(cell => cell.textContent.trim())"
+    )
+
+
+def log_row_in_view(console, number: int):
+    """The `#log` row numbered `number` is rendered and on screen."""
+    console.page.locator("#log").scroll_into_view_if_needed()
+    row = console.page.locator(
+        "#log .log-line", has=console.page.locator(".ln", has_text=re.compile(rf"^\s*{number}\s*$"))
+    )
+    expect(row).to_have_count(1)
+    expect(row).to_be_in_viewport()
+
+
+# --- signing in --------------------------------------------------------------------------
+
+
+def test_a_wrong_token_is_refused_and_the_right_one_signs_in(open_console, config):
+    console = open_console()
+    page = console.page
+    email, token = config.admin
+
+    page.goto(console.url("/runs"))
+    console.wait_ready()
+    expect(page.locator("form#sign-in")).to_be_visible()
+    expect(page.locator("table#runs tbody tr[data-name]")).to_have_count(0)
+
+    console.goto("/sign-in")
+    console.check("sign-in")
+    form = page.locator("form#sign-in")
+    form.locator("input[name=email]").fill(email)
+    form.locator("input[name=token]").fill(token[:-1] + ("x" if token[-1] != "x" else "y"))
+    form.locator("button[type=submit]").click()
+    expect(page.locator("#sign-in-error")).to_be_visible()
+    expect(page.locator("#sign-in-error")).to_have_text(re.compile(r"\S"))
+    assert console.path().startswith("/sign-in"), console.path()
+    console.check("sign-in-refused")
+
+    form.locator("input[name=token]").fill(token)
+    form.locator("button[type=submit]").click()
+    page.wait_for_url(lambda url: "/sign-in" not in url)
+    console.wait_ready()
+    expect(page.locator("#who")).to_have_text(re.compile(re.escape(email)))
+    links = page.locator("nav#nav a").all_inner_texts()
+    for name in ("Overview", "Procs", "Runs", "Schedules"):
+        assert any(name.lower() == link.strip().lower() for link in links), (name, links)
+
+    cookies = page.context.cookies()
+    assert any(c["httpOnly"] for c in cookies), f"no HttpOnly session cookie: {cookies}"
+    kept = page.evaluate(
+        "() => document.cookie + JSON.stringify(localStorage) + JSON.stringify(sessionStorage)"
+    )
+    assert token not in kept, "the token is readable by scripts (document.cookie or storage)"
+
+
+def test_signing_out_returns_to_sign_in_and_ends_the_session(open_console, config):
+    console = open_console()
+    page = console.page
+    console.sign_in(config.admin)
+    console.goto("/runs")
+    page.locator("button#sign-out").click()
+    console.wait_path("/sign-in")
+    expect(page.locator("form#sign-in")).to_be_visible()
+    status = page.evaluate("async () => (await fetch('/api/v1/session')).status")
+    assert status == 401, f"GET /api/v1/session after signing out: {status}"
+    page.goto(console.url("/procs"))
+    console.wait_ready()
+    expect(page.locator("form#sign-in")).to_be_visible()
+    expect(page.locator("ul#procs li[data-proc]")).to_have_count(0)
+
+
+# --- procs -------------------------------------------------------------------------------
+
+
+def test_the_procs_list_searches_and_leads_to_each_procs_page(open_console, config):
+    console = open_console()
+    page = console.page
+    console.sign_in(config.admin)
+    console.goto("/procs")
+    names = eventually(lambda: visible_procs(console), "procs listed")
+    assert set(PROCS) <= set(names), f"the admin sees every proc: {names}"
+    console.check("procs")
+
+    page.locator("input#proc-search").fill("gree")
+    eventually(lambda: visible_procs(console) == ["greeter"], "the search keeps only greeter")
+    page.locator("input#proc-search").fill("")
+    eventually(lambda: set(PROCS) <= set(visible_procs(console)), "an empty search lists all")
+
+    console.mark_document()
+    page.locator('ul#procs li[data-proc="greeter"] a').click()
+    console.wait_path("/procs/greeter")
+    assert console.same_document(), "a console link reloads the page instead of pushState"
+    expect(page.locator("h1")).to_contain_text("greeter")
+    expect(page.locator("#proc-description")).to_contain_text("Says hello")
+    expect(page.locator("#proc-image")).to_contain_text("alpine:3")
+    expect(page.locator("#proc-author")).to_contain_text(config.admin[0])
+    expect(page.locator('#proc-args li[data-arg="NAME"]')).to_have_count(1)
+    secret = page.locator('#proc-secrets li[data-secret="GREETING_TOKEN"]')
+    expect(secret).to_have_class(re.compile(r"\bset\b"))
+    expect(page.locator("form#run-form input#arg-NAME")).to_have_count(1)
+    expect(page.locator("code#cli-line")).to_contain_text("greeter")
+    expect(page.locator("code#cli-line")).to_contain_text("NAME")
+    expect(page.locator("code#curl-line")).to_contain_text("curl")
+    expect(page.locator("code#curl-line")).to_contain_text("/jobs/execute")
+    assert config.admin[1] not in page.content(), "the page shows the signed-in user's token"
+    console.check("proc")
+
+    console.goto("/procs/other-only")
+    expect(page.locator("#proc-groups")).to_contain_text("other")
+    missing = page.locator('#proc-secrets li[data-secret="OTHER_TOKEN"]')
+    expect(missing).to_have_class(re.compile(r"\bmissing\b"))
+    console.check("proc-restricted")
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def test_a_run_started_from_its_form_shows_its_lines_live_and_then_its_status(
+    open_console, config, api
+):
+    console = open_console(viewport={"width": 1280, "height": 1000})
+    page = console.page
+    console.sign_in(config.admin)
+    console.goto("/procs/counter")
+    page.locator("button#run").click()
+    name = run_name(console, "counter")
+    console.mark_document()
+    lines = PROCS["counter"]["lines"]
+
+    seen = []  # (status, highest line number on screen)
+    deadline = time.monotonic() + RUN / 1000
+    while time.monotonic() < deadline:
+        status = console.status()
+        numbers = [int(ln) for ln, _ in console.log_rows() if ln.isdigit()]
+        seen.append((status, max(numbers, default=0)))
+        if any(word in status.upper() for word in FINAL):
+            break
+        time.sleep(0.05)
+    partial = sorted({n for status, n in seen if 0 < n < lines and "RUNNING" in status.upper()})
+    assert len(partial) >= 2, (
+        f"lines did not arrive live while RUNNING; (status, last line) seen: {seen}"
+    )
+
+    console.wait_text("#run-status", r"SUCCEEDED", RUN)
+    eventually(lambda: number_in(console.text("#log-count")) == lines, f"#log-count is {lines}")
+    rows = eventually(
+        lambda: (r := console.log_rows()) and r[-1][0] == str(lines) and r,
+        f"line {lines} on screen (following the end)",
+    )
+    first = int(rows[0][0])
+    assert rows == [(str(n), f"line {n}") for n in range(first, lines + 1)], rows
+    assert console.same_document(), "the page reloaded to show the final status"
+    expect(page.locator("#run-exit-code")).to_contain_text("0")
+    expect(page.locator("#run-user")).to_contain_text(config.admin[0])
+    expect(page.locator("#run-attempts")).to_contain_text("1")
+    assert api.execution(name)["status"] == "SUCCEEDED"
+    console.check("run")
+
+
+def test_a_missing_required_arg_is_shown_beside_its_input(open_console, config, api):
+    console = open_console()
+    page = console.page
+    console.sign_in(config.admin)
+    before = len(api.get("/api/v1/executions?proc=greeter&limit=500").json()["executions"])
+    console.goto("/procs/greeter")
+    page.locator("input#arg-NAME").fill("")
+    page.locator("button#run").click()
+    error = page.locator("#arg-NAME-error")
+    expect(error).to_be_visible()
+    expect(error).to_have_text(re.compile(r"\S"))
+    assert console.path() == "/procs/greeter", console.path()
+    console.check("proc-missing-arg")
+    after = len(api.get("/api/v1/executions?proc=greeter&limit=500").json()["executions"])
+    assert after == before, "a run was started without its required arg"
+
+    page.locator("input#arg-NAME").fill("Ada")
+    page.locator("button#run").click()
+    name = run_name(console, "greeter")
+    console.wait_text("#run-status", r"SUCCEEDED", RUN)
+    eventually(
+        lambda: ("1", "Hello Ada") in console.log_rows(), "the greeting is in the log"
+    )
+    expect(page.locator("#run-args")).to_contain_text("NAME")
+    expect(page.locator("#run-args")).to_contain_text("Ada")
+    assert api.execution(name)["args"] == {"NAME": "Ada"}
+
+
+def test_a_running_run_is_cancelled_from_its_page_and_run_again(open_console, config, api):
+    console = open_console()
+    page = console.page
+    console.sign_in(config.admin)
+    console.goto("/procs/sleeper")
+    page.locator("button#run").click()
+    first = run_name(console, "sleeper")
+    try:
+        console.wait_text("#run-status", r"RUNNING", RUN)
+        console.check("run-running")
+        page.locator("button#cancel").click()
+        console.wait_text("#run-status", r"CANCELLED", RUN)
+        assert api.execution(first)["status"] == "CANCELLED"
+        cancel = page.locator("button#cancel")
+        eventually(
+            lambda: cancel.count() == 0 or cancel.is_hidden() or cancel.is_disabled(),
+            "Cancel is gone or disabled once the run has ended",
+        )
+        console.check("run-cancelled")
+
+        page.locator("button#run-again").click()
+        page.wait_for_url(lambda url: "/runs/sleeper-" in url and first not in url)
+        second = run_name(console, "sleeper")
+        try:
+            console.wait_text("#run-status", r"RUNNING", RUN)
+            page.locator("button#cancel").click()
+            console.wait_text("#run-status", r"CANCELLED", RUN)
+        finally:
+            api.cancel(second)
+    finally:
+        api.cancel(first)
+
+
+def test_a_long_log_is_paged_on_screen_searched_and_downloaded(open_console, config, api):
+    lines = PROCS["many-lines"]["lines"]
+    name = api.run("many-lines")
+    assert api.wait_for(name)["status"] == "SUCCEEDED"
+    console = open_console()
+    page = console.page
+    console.sign_in(config.admin)
+    console.goto(f"/runs/{name}")
+    console.wait_text("#run-status", r"SUCCEEDED")
+    eventually(lambda: number_in(console.text("#log-count")) == lines, f"#log-count is {lines}")
+    rendered = len(console.log_rows())
+    assert 0 < rendered < lines / 4, f"{rendered} of {lines} rows rendered: not only those on screen"
+    console.check("run-long-log")
+
+    page.locator("button#log-end").click()
+    log_row_in_view(console, lines)
+    page.locator("button#log-top").click()
+    log_row_in_view(console, 1)
+
+    search = page.locator("input#log-search")
+    search.fill(f"line {lines - 1}")
+    search.press("Enter")
+    eventually(
+        lambda: (number_in(console.text("#log-search-count")) or 0) >= 1,
+        "#log-search-count counts the match",
+    )
+    log_row_in_view(console, lines - 1)
+
+    follow = page.locator("button#log-follow")
+    pressed = follow.get_attribute("aria-pressed")
+    assert pressed in ("true", "false"), f"#log-follow aria-pressed={pressed!r}"
+
+    href = page.locator("a#log-download").get_attribute("href")
+    assert href, "#log-download has no href"
+    body = page.evaluate("async href => (await (await fetch(href)).text())", href)
+    assert body.splitlines() == [f"line {n}" for n in range(1, lines + 1)], (
+        f"the download has {len(body.splitlines())} lines"
+    )
+
+
+# --- history -----------------------------------------------------------------------------
+
+
+def apply_filters(console, **values):
+    """Opens /runs afresh, sets the filters (`proc=`, `status=`, `user=`, `since=`,
+    `until=`) and submits the form."""
+    console.goto("/runs")
+    for field, value in values.items():
+        console.set_field(f"#filter-{field}", value)
+    submit = console.page.locator("form#filters button[type=submit]")
+    if submit.count():
+        submit.first.click()
+    else:
+        console.page.locator("form#filters").evaluate("form => form.requestSubmit()")
+
+
+def test_the_history_filters_by_proc_status_user_and_time(
+    open_console, config, api, member_api
+):
+    succeeded = api.run("greeter", {"NAME": "History"})
+    failed = api.run("failer")
+    members = member_api.run("greeter", {"NAME": "Member"})
+    for name in (succeeded, failed, members):
+        api.wait_for(name)
+    console = open_console()
+    page = console.page
+    console.sign_in(config.admin)
+    console.goto("/runs")
+    names = eventually(lambda: row_names(console), "runs listed")
+    assert {succeeded, failed, members} <= set(names), names
+    console.check("runs")
+
+    apply_filters(console, proc="failer")
+    eventually(
+        lambda: failed in row_names(console) and set(row_cells(console, "proc")) == {"failer"},
+        "only failer's runs",
+    )
+    apply_filters(console, status="FAILED")
+    eventually(
+        lambda: failed in row_names(console)
+        and all("FAILED" in s.upper() for s in row_cells(console, "status")),
+        "only FAILED runs",
+    )
+    apply_filters(console, proc="greeter", status="SUCCEEDED")
+    eventually(
+        lambda: succeeded in row_names(console)
+        and failed not in row_names(console)
+        and set(row_cells(console, "proc")) == {"greeter"}
+        and all("SUCCEEDED" in s.upper() for s in row_cells(console, "status")),
+        "only greeter's SUCCEEDED runs",
+    )
+    console.check("runs-filtered")
+    apply_filters(console, user=config.member[0])
+    eventually(
+        lambda: members in row_names(console)
+        and set(row_cells(console, "user")) == {config.member[0]},
+        "only the member's runs",
+    )
+    apply_filters(console, since="2099-01-01T00:00")
+    eventually(lambda: row_names(console) == [], "no run after 2099")
+
+    console.goto("/runs")
+    console.mark_document()
+    page.locator(f'table#runs tbody tr[data-name="{failed}"] a').first.click()
+    console.wait_path(f"/runs/{failed}")
+    assert console.same_document()
+    console.wait_text("#run-status", r"FAILED")
+    expect(page.locator("#run-exit-code")).to_contain_text("3")
+    expect(page.locator("#run-reason")).to_have_text(re.compile(r"\S"))
+
+
+# --- schedules ---------------------------------------------------------------------------
+
+
+def test_a_schedule_is_previewed_created_disabled_and_deleted(open_console, config, api):
+    console = open_console()
+    page = console.page
+    console.sign_in(config.admin)
+    console.goto("/schedules")
+    console.set_field("select#schedule-proc", "greeter")
+    expect(page.locator("input#sarg-NAME")).to_be_visible()
+    page.locator("input#sarg-NAME").fill("Grace")
+    page.locator("input#schedule-email").fill("ops@example.com")
+
+    page.locator("input#schedule-time").fill("not a cron")
+    page.locator("input#schedule-time").press("Tab")
+    error = page.locator("#schedule-error")
+    try:
+        expect(error).to_have_text(re.compile(r"\S"), timeout=3000)
+    except AssertionError:
+        page.locator("button#schedule-save").click()
+        expect(error).to_have_text(re.compile(r"\S"))
+    expect(error).to_be_visible()
+    expect(page.locator("table#schedules tbody tr[data-id]")).to_have_count(0)
+
+    cron = "0 15 2 * * 1"
+    page.locator("input#schedule-time").fill(cron)
+    page.locator("input#schedule-tz").fill("Europe/Paris")
+    page.locator("input#schedule-tz").press("Tab")
+    expect(page.locator("#schedule-words")).to_have_text(re.compile(r"\S"))
+    expect(page.locator("ol#schedule-next li")).to_have_count(5)
+    times = page.locator("ol#schedule-next li").all_inner_texts()
+    assert len(set(times)) == 5 and all(t.strip() for t in times), times
+    eventually(
+        lambda: not error.is_visible() or not error.inner_text().strip(),
+        "#schedule-error clears once the time is valid",
+    )
+    console.check("schedules-form")
+
+    page.locator("button#schedule-save").click()
+    row = page.locator("table#schedules tbody tr[data-id]")
+    expect(row).to_have_count(1)
+    expect(row.locator(".proc")).to_contain_text("greeter")
+    expect(row.locator(".time")).to_contain_text(cron)
+    expect(row.locator(".next")).to_have_text(re.compile(r"\S"))
+    schedule_id = row.get_attribute("data-id")
+    stored = api.get(f"/jobs/schedule/{schedule_id}")
+    assert stored.status == 200, stored.text()
+    stored = stored.json()
+    assert stored["args"] == {"NAME": "Grace"}, stored
+    assert stored["time_zone"] == "Europe/Paris", stored
+    console.check("schedules")
+
+    console.goto(f"/schedules/{schedule_id}")
+    expect(page.locator("#schedule-detail")).to_contain_text("greeter")
+    expect(page.locator("table#schedule-runs")).to_have_count(1)
+    console.check("schedule")
+
+    console.goto("/schedules")
+    row = page.locator(f'table#schedules tbody tr[data-id="{schedule_id}"]')
+    enabled_before = row.locator(".enabled").inner_text().strip()
+    row.locator("button[data-action=disable]").click()
+    expect(row.locator("button[data-action=enable]")).to_be_visible()
+    expect(row.locator(".enabled")).not_to_have_text(enabled_before)
+    assert api.get(f"/jobs/schedule/{schedule_id}").json()["enabled"] is False
+
+    row.locator("button[data-action=delete]").click()
+    expect(row).to_have_count(0)
+    assert [kind for kind, _ in console.dialogs] == ["confirm"], console.dialogs
+    assert api.get(f"/jobs/schedule/{schedule_id}").status == 404
+
+
+# --- overview and navigation ------------------------------------------------------------
+
+
+def test_the_overview_shows_runs_by_proc_and_what_runs_now(open_console, config, api):
+    done = api.run("greeter", {"NAME": "Overview"})
+    api.wait_for(done)
+    running = api.run("sleeper")
+    try:
+        api.wait_for(running, ("RUNNING",))
+        console = open_console()
+        page = console.page
+        console.sign_in(config.admin)
+        console.goto("/")
+        expect(page.locator("#overview")).to_be_visible()
+        assert page.locator("svg.chart").count() >= 1, "no svg.chart"
+        expect(page.locator('table#proc-stats tbody tr[data-proc="greeter"]')).to_have_count(1)
+        expect(page.locator("#running-now")).to_contain_text(running)
+        console.check("overview")
+
+        console.mark_document()
+        for label, path in (
+            ("Runs", "/runs"),
+            ("Schedules", "/schedules"),
+            ("Procs", "/procs"),
+            ("Overview", "/"),
+        ):
+            page.locator("nav#nav a", has_text=re.compile(rf"^\s*{label}\s*$")).click()
+            console.wait_path(path)
+            assert console.same_document(), f"the {label} link reloaded the page"
+        page.go_back()
+        console.wait_path("/procs")
+        expect(page.locator("ul#procs li[data-proc]").first).to_be_visible()
+    finally:
+        api.cancel(running)
+
+
+# --- what a member of "ops" sees ---------------------------------------------------------
+
+
+def test_a_member_sees_neither_a_proc_of_another_group_nor_its_runs(
+    open_console, config, api
+):
+    hidden_run = api.run("other-only")
+    api.wait_for(hidden_run)
+    console = open_console()
+    page = console.page
+    console.sign_in(config.member)
+    console.goto("/procs")
+    names = eventually(lambda: visible_procs(console), "procs listed")
+    assert {"counter", "greeter"} <= set(names), names
+    assert "other-only" not in names, names
+    assert page.locator('ul#procs li[data-proc="other-only"]').count() == 0
+    console.check("procs-member")
+
+    for path in ("/procs/other-only", f"/runs/{hidden_run}"):
+        console.goto(path)
+        text = page.locator("main#main").inner_text()
+        assert FORBIDDEN.search(text), f"{path} as a member of ops shows: {text[:300]!r}"
+        assert page.locator("form#run-form:visible").count() == 0
+        assert page.locator("#log .log-line").count() == 0
+    console.check("proc-forbidden")
+
+    console.goto("/runs")
+    time.sleep(0.3)
+    assert hidden_run not in row_names(console)
+
+
+# --- phone width, dark scheme -------------------------------------------------------------
+
+
+def test_the_run_page_and_overview_fit_a_phone_in_the_dark(open_console, config, api):
+    name = api.run("counter")
+    api.wait_for(name)
+    console = open_console(
+        viewport={"width": 390, "height": 844},
+        color_scheme="dark",
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+    )
+    console.goto("/sign-in")
+    console.no_horizontal_scroll()
+    console.check("phone-dark-sign-in")
+    console.sign_in(config.admin)
+    console.goto("/")
+    console.no_horizontal_scroll()
+    console.check("phone-dark-overview")
+    console.goto(f"/runs/{name}")
+    console.wait_text("#run-status", r"SUCCEEDED")
+    eventually(lambda: console.log_rows(), "log lines shown")
+    console.no_horizontal_scroll()
+    console.check("phone-dark-run")
+    luminance = console.page.evaluate(
+        """() => {
+            for (const el of [document.body, document.documentElement]) {
+                const m = getComputedStyle(el).backgroundColor.match(/[\\d.]+/g);
+                if (m && (m.length < 4 || Number(m[3]) > 0)) {
+                    const [r, g, b] = m.slice(0, 3).map(Number);
+                    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+                }
+            }
+            return 1;
+        }"""
+    )
+    assert luminance < 0.5, f"prefers-color-scheme: dark leaves a light page (luminance {luminance:.2f})"
