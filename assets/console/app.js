@@ -132,7 +132,7 @@ async function loadSession() {
     if (who.ok) {
       const body = await who.json();
       session.auth = body.auth;
-      session.user = body;
+      session.user = body.signed_in ? body : null;
     } else {
       session.auth = "on";
       session.user = null;
@@ -227,7 +227,7 @@ async function render() {
 
 function problem(error) {
   const status = error instanceof ApiError ? error.status : 0;
-  const words = status === 403 ? "You may not see this." : status === 404 ? "Not found." : "Something went wrong.";
+  const words = status === 403 ? "Forbidden: you may not see this." : status === 404 ? "Not found." : "Something went wrong.";
   return el("div", { class: "panel", role: "alert" }, el("strong", {}, words), " ", error.message);
 }
 
@@ -468,8 +468,8 @@ async function procPage(view, ctx, name) {
       el("label", { for: `arg-${a.name}` }, a.name, " ", el("span", { class: "hint" }, a.description || "")),
       input, el("p", { id: `arg-${a.name}-error`, class: "field-error" }));
   });
-  const cli = el("code", { id: "cli-line", class: "copy" });
-  const curl = el("code", { id: "curl-line", class: "copy" });
+  const cli = el("code", { id: "cli-line", class: "copy", tabindex: "0", "aria-label": "proctor command line" });
+  const curl = el("code", { id: "curl-line", class: "copy", tabindex: "0", "aria-label": "curl command line" });
   const values = () => Object.fromEntries([...inputs].map(([k, input]) => [k, input.value]));
   const describe = () => {
     const given = values();

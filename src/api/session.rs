@@ -5,13 +5,13 @@
 //! a URL or the browser's storage.
 
 use actix_web::cookie::{Cookie, SameSite, time};
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{FromRequest as _, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
 use super::auth::{Caller, SESSION_COOKIE};
 use crate::config::AuthMode;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorKind};
 use crate::model::Email;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -26,6 +26,9 @@ pub struct SignIn {
 pub struct SessionInfo {
     /// `on` when callers must authenticate; `off` when everyone is an admin.
     pub auth: String,
+    /// Whether the request was signed in (by the cookie or by headers); with
+    /// authentication off, always.
+    pub signed_in: bool,
     pub email: String,
     pub is_admin: bool,
     pub groups: Vec<String>,
@@ -101,6 +104,7 @@ pub async fn sign_in(
         .insert_header(("Cache-Control", "no-store"))
         .json(SessionInfo {
             auth: auth_name(&state),
+            signed_in: true,
             email: user.email,
             is_admin: user.is_admin,
             groups: user.groups,
@@ -113,27 +117,41 @@ pub async fn sign_in(
 }
 
 /// `GET /api/v1/session`: who the caller is (cookie or headers), and whether
-/// authentication is on.
+/// authentication is on. Not being signed in is an answer here (`signed_in: false`),
+/// not an error: the console asks before it knows.
 #[utoipa::path(
     get,
     path = "/api/v1/session",
     tag = "console",
     responses(
         (status = 200, body = SessionInfo),
-        (status = 401, description = "not signed in", body = ErrorBody)
+        (status = 400, description = "malformed credentials", body = ErrorBody)
     ),
     security((), ("email" = [], "token" = []))
 )]
-pub async fn who(state: web::Data<ApiState>, caller: Caller) -> HttpResponse {
-    HttpResponse::Ok()
-        .insert_header(("Cache-Control", "no-store"))
-        .json(SessionInfo {
+pub async fn who(req: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, ApiError> {
+    let info = match Caller::extract(&req).await {
+        Ok(caller) => SessionInfo {
             auth: auth_name(&state),
+            signed_in: true,
             email: caller.email,
             is_admin: caller.is_admin,
             groups: caller.groups,
             expires_at: None,
-        })
+        },
+        Err(e) if e.kind == ErrorKind::Unauthorized => SessionInfo {
+            auth: auth_name(&state),
+            signed_in: false,
+            email: String::new(),
+            is_admin: false,
+            groups: Vec::new(),
+            expires_at: None,
+        },
+        Err(e) => return Err(e),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(info))
 }
 
 /// `DELETE /api/v1/session`: signs out; the session ends on every replica.

@@ -304,6 +304,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/executions/{name}"),
     ("get", "/api/v1/executions/{name}/logs"),
     ("post", "/api/v1/executions/{name}/cancel"),
+    ("post", "/api/v1/session"),
+    ("get", "/api/v1/session"),
+    ("delete", "/api/v1/session"),
 ];
 
 #[actix_web::test]

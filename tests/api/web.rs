@@ -229,6 +229,13 @@ async fn a_console_session_signs_a_browser_in_until_it_signs_out() {
         .await;
         assert_eq!(who["email"], "member@example.com");
         assert_eq!(who["auth"], "on");
+        assert_eq!(who["signed_in"], true);
+        let nobody = json_body(
+            app.request(Method::GET, "/api/v1/session", None).send().await.unwrap(),
+            200,
+        )
+        .await;
+        assert_eq!(nobody["signed_in"], false);
 
         // A write from the console's own page works; the log websocket accepts the cookie.
         let created = json_body(
