@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
-use super::{executions, health, logs, metrics, procs, schedules, secrets};
+use super::{executions, health, logs, metrics, procs, schedules, secrets, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +39,8 @@ use super::{executions, health, logs, metrics, procs, schedules, secrets};
         schedules::enable,
         schedules::disable,
         schedules::executions,
+        schedules::preview,
+        stats::overview,
     ),
     components(schemas(crate::error::ErrorBody, crate::model::Status)),
     modifiers(&Credentials, &UniqueOperationIds),

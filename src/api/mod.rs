@@ -13,9 +13,11 @@ pub mod executions;
 pub mod health;
 pub mod logs;
 pub mod metrics;
+pub mod params;
 pub mod procs;
 pub mod schedules;
 pub mod secrets;
+pub mod stats;
 
 /// What handlers share.
 pub struct ApiState {
@@ -82,6 +84,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(auth::check_client_version))
+                // Before any `/schedules/{id}` route, which would take `preview` for an id.
+                .service(resource("/schedules/preview").route(web::get().to(schedules::preview)))
+                .service(resource("/stats").route(web::get().to(stats::overview)))
                 .service(resource("/executions").route(web::get().to(executions::list)))
                 .service(resource("/executions/{name}").route(web::get().to(executions::describe)))
                 .service(
