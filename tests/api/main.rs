@@ -19,3 +19,4 @@ mod procs;
 mod replica;
 mod schedules;
 mod secrets;
+mod stats;
