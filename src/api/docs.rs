@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
-use super::{executions, health, logs, metrics, procs, schedules, secrets, session};
+use super::{executions, health, logs, metrics, procs, schedules, secrets, session, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -42,6 +42,8 @@ use super::{executions, health, logs, metrics, procs, schedules, secrets, sessio
         session::sign_in,
         session::who,
         session::sign_out,
+        schedules::preview,
+        stats::overview,
     ),
     components(schemas(crate::error::ErrorBody, crate::model::Status)),
     modifiers(&Credentials, &UniqueOperationIds),

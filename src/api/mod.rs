@@ -13,10 +13,12 @@ pub mod executions;
 pub mod health;
 pub mod logs;
 pub mod metrics;
+pub mod params;
 pub mod procs;
 pub mod schedules;
 pub mod secrets;
 pub mod session;
+pub mod stats;
 
 /// What handlers share.
 pub struct ApiState {
@@ -91,6 +93,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(session::who))
                         .route(web::delete().to(session::sign_out)),
                 )
+                // Before any `/schedules/{id}` route, which would take `preview` for an id.
+                .service(resource("/schedules/preview").route(web::get().to(schedules::preview)))
+                .service(resource("/stats").route(web::get().to(stats::overview)))
                 .service(resource("/executions").route(web::get().to(executions::list)))
                 .service(resource("/executions/{name}").route(web::get().to(executions::describe)))
                 .service(

@@ -1,6 +1,7 @@
 //! Schedules: `POST /jobs/schedule`, `GET /jobs/schedule` (204 when none),
 //! `GET` and `DELETE /jobs/schedule/{id}` (the original's contract), plus enable,
-//! disable and the schedule's recent executions.
+//! disable, the schedule's recent executions, and `GET /api/v1/schedules/preview` (when
+//! a cron expression would fire, in words and times).
 
 use std::collections::BTreeMap;
 
@@ -61,6 +62,16 @@ fn present(schedule: &Schedule) -> Value {
     value
 }
 
+/// A schedule's `time`, as creation and the preview take it.
+fn parse_cron(time: &str) -> Result<CronSpec, ApiError> {
+    CronSpec::parse(time).map_err(ApiError::bad_request)
+}
+
+/// A schedule's `time_zone`, as creation and the preview take it (`UTC` when absent).
+fn parse_zone(time_zone: Option<&str>) -> Result<chrono_tz::Tz, ApiError> {
+    parse_time_zone(time_zone.unwrap_or("")).map_err(ApiError::bad_request)
+}
+
 fn reload(state: &ApiState, id: &str) {
     if let Some(ticker) = &state.actors.ticker {
         ticker.do_send(Reload { id: id.to_owned() });
@@ -86,7 +97,7 @@ pub async fn create(
     body: web::Json<ScheduleRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
-    CronSpec::parse(&request.time).map_err(ApiError::bad_request)?;
+    parse_cron(&request.time)?;
     let emails = split_list(&request.notification_emails)
         .into_iter()
         .map(|e| Email::parse(e).map(|e| e.to_string()))
@@ -102,8 +113,7 @@ pub async fn create(
     if group.is_empty() {
         return Err(ApiError::bad_request("group_name is required"));
     }
-    let time_zone = parse_time_zone(request.time_zone.as_deref().unwrap_or(""))
-        .map_err(ApiError::bad_request)?;
+    let time_zone = parse_zone(request.time_zone.as_deref())?;
     let policy: ConcurrencyPolicy = request
         .concurrency_policy
         .as_deref()
@@ -140,6 +150,76 @@ pub async fn create(
     reload(&state, &created.id);
     tracing::info!(schedule = %created.id, proc = %created.proc_name, time = %created.cron, by = %caller.email, "schedule created");
     Ok(HttpResponse::Created().json(present(&created)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PreviewQuery {
+    /// A cron expression, as `time` in `POST /jobs/schedule`.
+    pub time: Option<String>,
+    /// An IANA time zone (default `UTC`).
+    pub time_zone: Option<String>,
+    /// How many fire times (1 to 50, default 5).
+    pub count: Option<i64>,
+}
+
+/// The answer to `GET /api/v1/schedules/preview`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    pub time: String,
+    pub time_zone: String,
+    /// The expression in English words (the expression itself when it has none).
+    pub description: String,
+    /// The next fire times in UTC.
+    pub next: Vec<String>,
+    /// The same times in the time zone.
+    pub next_local: Vec<String>,
+}
+
+/// `GET /api/v1/schedules/preview`: when a schedule would fire, checked exactly as
+/// `POST /jobs/schedule` checks `time` and `time_zone`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/schedules/preview",
+    tag = "schedules",
+    params(PreviewQuery),
+    responses(
+        (status = 200, body = Preview),
+        (status = 400, description = "bad cron expression, time zone or count", body = ErrorBody),
+        (status = 401, description = "missing or bad credentials", body = ErrorBody)
+    ),
+    security(("email" = [], "token" = []))
+)]
+pub async fn preview(
+    _caller: Caller,
+    query: web::Query<PreviewQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let time = query.time.unwrap_or_default();
+    let spec = parse_cron(&time)?;
+    let zone = parse_zone(query.time_zone.as_deref())?;
+    let count = query.count.unwrap_or(5);
+    if !(1..=50).contains(&count) {
+        return Err(ApiError::bad_request(format!(
+            "count must be between 1 and 50, not {count}"
+        )));
+    }
+    let time = time.trim().to_owned();
+    let fires = spec.upcoming(Utc::now(), zone, count as usize);
+    let secs = chrono::SecondsFormat::Secs;
+    Ok(HttpResponse::Ok().json(Preview {
+        description: spec.describe().unwrap_or_else(|| time.clone()),
+        time,
+        time_zone: zone.name().to_owned(),
+        next: fires
+            .iter()
+            .map(|t| t.to_rfc3339_opts(secs, true))
+            .collect(),
+        next_local: fires
+            .iter()
+            .map(|t| t.with_timezone(&zone).to_rfc3339_opts(secs, false))
+            .collect(),
+    }))
 }
 
 /// Whether the caller may see the schedule: admins, its creator, users of its proc.

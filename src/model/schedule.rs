@@ -102,6 +102,54 @@ impl CronSpec {
             }
         }
     }
+
+    /// The first `count` fires strictly after `after`, in `zone`; `@every` counts from
+    /// `after` (as if the schedule were created then).
+    pub fn upcoming(&self, after: DateTime<Utc>, zone: Tz, count: usize) -> Vec<DateTime<Utc>> {
+        let mut fires = Vec::with_capacity(count);
+        let mut last = after;
+        while fires.len() < count {
+            match self.next_after(last, zone, after) {
+                Some(next) if next > last => {
+                    fires.push(next);
+                    last = next;
+                }
+                _ => break,
+            }
+        }
+        fires
+    }
+
+    /// The expression in English words (croner's describer), or `None` when it has none
+    /// for this expression.
+    pub fn describe(&self) -> Option<String> {
+        let text = match self {
+            CronSpec::Cron(cron) => {
+                // A best-effort describer: one that panics must not fail the caller.
+                let cron = std::panic::AssertUnwindSafe(cron);
+                std::panic::catch_unwind(|| cron.describe()).ok()?
+            }
+            CronSpec::Every(every) => format!("Every {}", describe_duration(*every)),
+        };
+        let text = text.trim();
+        (!text.is_empty()).then(|| text.to_owned())
+    }
+}
+
+/// `1 hour 30 minutes`, `90 seconds` is `1 minute 30 seconds`.
+fn describe_duration(every: Duration) -> String {
+    let ms = every.as_millis();
+    let parts: Vec<String> = [
+        (ms / 3_600_000, "hour"),
+        (ms / 60_000 % 60, "minute"),
+        (ms / 1000 % 60, "second"),
+        (ms % 1000, "millisecond"),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, unit)| format!("{n} {unit}{}", if n == 1 { "" } else { "s" }))
+    .collect();
+    parts.join(" ")
 }
 
 /// Go's duration syntax as `@every` takes it: `90s`, `1h30m`, `2m30s`, `500ms`.
@@ -305,5 +353,33 @@ mod tests {
             Ok(ConcurrencyPolicy::Forbid)
         );
         assert!("sometimes".parse::<ConcurrencyPolicy>().is_err());
+    }
+
+    #[test]
+    fn upcoming_fires_follow_each_other_and_the_words_say_when() {
+        let paris = parse_time_zone("Europe/Paris").unwrap();
+        let spec = CronSpec::parse("0 9 * * 1-5").unwrap();
+        // Friday 4 December 2026, 12:00Z: next are Monday to Friday the week after.
+        let fires = spec.upcoming(utc("2026-12-04T12:00:00Z"), paris, 3);
+        assert_eq!(
+            fires,
+            [
+                utc("2026-12-07T08:00:00Z"),
+                utc("2026-12-08T08:00:00Z"),
+                utc("2026-12-09T08:00:00Z")
+            ]
+        );
+        let every = CronSpec::parse("@every 1h30m").unwrap();
+        assert_eq!(
+            every.upcoming(utc("2026-01-01T00:00:00Z"), Tz::UTC, 2),
+            [utc("2026-01-01T01:30:00Z"), utc("2026-01-01T03:00:00Z")]
+        );
+        assert_eq!(every.describe().unwrap(), "Every 1 hour 30 minutes");
+        let words = spec.describe().unwrap();
+        assert!(words.contains("09:00"), "{words}");
+        assert!(
+            words.contains("Monday") && words.contains("Friday"),
+            "{words}"
+        );
     }
 }

@@ -38,7 +38,10 @@ pub mod secrets;
 pub mod users;
 
 pub use self::bus::{Announcement, Bus};
-pub use self::executions::{Execution, ExecutionFilter, ExecutionStore, NewExecution, Transition};
+pub use self::executions::{
+    Bucket, BucketCounts, Execution, ExecutionFilter, ExecutionStore, NewExecution, ProcStats,
+    Stats, StatsQuery, Transition,
+};
 pub use self::leases::{Claimed, LeaseStore, Ownership};
 pub use self::logs::{LogStore, Resume, StoredLine};
 pub use self::procs::ProcStore;

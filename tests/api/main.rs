@@ -20,4 +20,5 @@ mod procs;
 mod replica;
 mod schedules;
 mod secrets;
+mod stats;
 mod web;

@@ -307,6 +307,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/session"),
     ("get", "/api/v1/session"),
     ("delete", "/api/v1/session"),
+    ("get", "/api/v1/schedules/preview"),
+    ("get", "/api/v1/stats"),
 ];
 
 #[actix_web::test]

@@ -15,7 +15,10 @@ use super::leases::Ownership;
 use super::schema::executions;
 use super::{Db, StoreError};
 
+mod stats;
 mod writer;
+
+pub use self::stats::{Bucket, BucketCounts, ProcStats, Stats, StatsQuery};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = executions)]

@@ -1,0 +1,2 @@
+DROP INDEX executions_proc_status_created_at;
+DROP INDEX executions_created_at;
