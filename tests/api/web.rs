@@ -231,7 +231,10 @@ async fn a_console_session_signs_a_browser_in_until_it_signs_out() {
         assert_eq!(who["auth"], "on");
         assert_eq!(who["signed_in"], true);
         let nobody = json_body(
-            app.request(Method::GET, "/api/v1/session", None).send().await.unwrap(),
+            app.request(Method::GET, "/api/v1/session", None)
+                .send()
+                .await
+                .unwrap(),
             200,
         )
         .await;
