@@ -1069,6 +1069,7 @@ function scheduleForm(procs, after) {
     el("option", { value: "Allow" }, "Allow: a run may start while the previous goes on"),
     el("option", { value: "Forbid" }, "Forbid: skip a fire while the previous run goes on"));
   const save = el("button", { id: "schedule-save", type: "submit", class: "primary", disabled: true }, "Save schedule");
+  const previewBox = el("div", { class: "panel preview", hidden: true }, words, el("p", { class: "muted" }, "Next fires:"), nextList);
   let previewOk = false;
   const showArgs = () => {
     const chosen = procs.find((p) => p.name === proc.value);
@@ -1080,7 +1081,7 @@ function scheduleForm(procs, after) {
     previewOk = false;
     save.disabled = true;
     const cron = time.value.trim();
-    if (!cron) { words.textContent = ""; nextList.replaceChildren(); error.textContent = ""; return; }
+    if (!cron) { words.textContent = ""; nextList.replaceChildren(); error.textContent = ""; previewBox.hidden = true; return; }
     try {
       const answer = await api("GET", `/api/v1/schedules/preview?time=${enc(cron)}&time_zone=${enc(tz.value.trim())}&count=5`);
       if (time.value.trim() !== cron) return;
@@ -1088,11 +1089,13 @@ function scheduleForm(procs, after) {
       words.textContent = answer.description;
       const fmt = new Intl.DateTimeFormat(undefined, { timeZone: answer.time_zone, weekday: "short", year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short" });
       nextList.replaceChildren(...answer.next.map((t) => el("li", {}, el("time", { datetime: t }, fmt.format(new Date(t))))));
+      previewBox.hidden = false;
       previewOk = true;
       save.disabled = false;
     } catch (e) {
       words.textContent = "";
       nextList.replaceChildren();
+      previewBox.hidden = true;
       error.textContent = e.message;
     }
   };
@@ -1106,7 +1109,7 @@ function scheduleForm(procs, after) {
     el("label", { for: "schedule-proc" }, "Proc"), proc,
     el("label", { for: "schedule-time" }, "When ", el("span", { class: "hint" }, "(cron: minute hour day-of-month month day-of-week)")), time,
     el("label", { for: "schedule-tz" }, "Time zone"), tz, zones,
-    el("div", { class: "panel" }, words, el("p", { class: "muted" }, "Next fires:"), nextList),
+    previewBox,
     argsBox,
     el("label", { for: "schedule-email" }, "Mail"), email,
     el("label", { for: "schedule-tags" }, "Tags"), tags,
@@ -1127,6 +1130,7 @@ function scheduleForm(procs, after) {
       time.value = "";
       words.textContent = "";
       nextList.replaceChildren();
+      previewBox.hidden = true;
       error.textContent = "";
       await after("create");
     } catch (e) {
