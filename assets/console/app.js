@@ -747,21 +747,27 @@ class LogView {
   }
 
   connect() {
+    if (this.closed) return;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const socket = new WebSocket(`${scheme}//${location.host}/jobs/logs?job_name=${enc(this.name)}&after=${this.total}`);
     this.socket = socket;
-    socket.addEventListener("message", (event) => this.append(String(event.data)));
+    socket.addEventListener("message", (event) => {
+      this.retry = 0;
+      this.append(String(event.data));
+    });
     socket.addEventListener("close", (event) => {
       if (this.closed || this.socket !== socket) return;
       const final = event.code === 1000 && FINAL.has(event.reason) ? event.reason : null;
       if (final) {
         this.live = false;
         this.onEnd(final);
-      } else if (event.code === 1000 || event.code === 1001 || event.code === 1006) {
-        setTimeout(() => { if (!this.closed) this.connect(); }, 1000);
-      } else {
-        this.onEnd(null);
+        return;
       }
+      // Dropped (a restart, a replica going away, the network): carry on from the
+      // last line held, so nothing is missed and nothing is shown twice.
+      this.onEnd(null);
+      this.retry = Math.min(5000, (this.retry || 250) * 2);
+      setTimeout(() => this.connect(), this.retry);
     });
   }
 
