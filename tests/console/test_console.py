@@ -403,9 +403,12 @@ def test_a_schedule_is_previewed_created_disabled_and_deleted(open_console, conf
     page = console.page
     console.sign_in(config.admin)
     console.goto("/schedules")
+    rows = page.locator("table#schedules tbody tr[data-id]")
+    before = set(rows.evaluate_all("rows => rows.map(row => row.dataset.id)"))
     console.set_field("select#schedule-proc", "greeter")
     expect(page.locator("input#sarg-NAME")).to_be_visible()
-    page.locator("input#sarg-NAME").fill("Grace")
+    who = f"Grace {time.time_ns()}"  # a schedule's proc and args are unique
+    page.locator("input#sarg-NAME").fill(who)
     page.locator("input#schedule-email").fill("ops@example.com")
 
     page.locator("input#schedule-time").fill("not a cron")
@@ -417,7 +420,7 @@ def test_a_schedule_is_previewed_created_disabled_and_deleted(open_console, conf
         page.locator("button#schedule-save").click()
         expect(error).to_have_text(re.compile(r"\S"))
     expect(error).to_be_visible()
-    expect(page.locator("table#schedules tbody tr[data-id]")).to_have_count(0)
+    expect(rows).to_have_count(len(before))
 
     cron = "0 15 2 * * 1"
     page.locator("input#schedule-time").fill(cron)
@@ -434,22 +437,22 @@ def test_a_schedule_is_previewed_created_disabled_and_deleted(open_console, conf
     console.check("schedules-form")
 
     page.locator("button#schedule-save").click()
-    row = page.locator("table#schedules tbody tr[data-id]")
-    expect(row).to_have_count(1)
+    expect(rows).to_have_count(len(before) + 1)
+    (schedule_id,) = set(rows.evaluate_all("rows => rows.map(row => row.dataset.id)")) - before
+    row = page.locator(f'table#schedules tbody tr[data-id="{schedule_id}"]')
     expect(row.locator(".proc")).to_contain_text("greeter")
     expect(row.locator(".time")).to_contain_text(cron)
     expect(row.locator(".next")).to_have_text(re.compile(r"\S"))
-    schedule_id = row.get_attribute("data-id")
     stored = api.get(f"/jobs/schedule/{schedule_id}")
     assert stored.status == 200, stored.text()
     stored = stored.json()
-    assert stored["args"] == {"NAME": "Grace"}, stored
+    assert stored["args"] == {"NAME": who}, stored
     assert stored["time_zone"] == "Europe/Paris", stored
     console.check("schedules")
 
     console.goto(f"/schedules/{schedule_id}")
     expect(page.locator("#schedule-detail")).to_contain_text("greeter")
-    expect(page.locator("table#schedule-runs")).to_have_count(1)
+    expect(page.locator("table#schedule-runs tbody tr[data-name]")).to_have_count(0)
     console.check("schedule")
 
     console.goto("/schedules")
@@ -571,3 +574,38 @@ def test_the_run_page_and_overview_fit_a_phone_in_the_dark(open_console, config,
         }"""
     )
     assert luminance < 0.5, f"prefers-color-scheme: dark leaves a light page (luminance {luminance:.2f})"
+
+
+def test_a_schedules_page_lists_the_runs_it_started(open_console, config, api):
+    created = api.request.post(
+        "/jobs/schedule",
+        data={
+            "name": "greeter",
+            "args": {"NAME": f"Tick {time.time_ns()}"},
+            "time": "@every 1s",
+            "notification_emails": "",
+            "tags": "console",
+            "group_name": "ops",
+        },
+    )
+    assert created.status == 201, created.text()
+    schedule_id = created.json()["id"]
+    try:
+
+        def fired():
+            page = api.get("/api/v1/executions?proc=greeter&limit=500").json()["executions"]
+            return [e["name"] for e in page if e.get("schedule_id") == schedule_id]
+
+        run = eventually(fired, "the schedule started a run", timeout=30)[0]
+        api.request.post(f"/jobs/schedule/{schedule_id}/disable")
+        api.wait_for(run)
+        console = open_console()
+        page = console.page
+        console.sign_in(config.admin)
+        console.goto(f"/schedules/{schedule_id}")
+        expect(page.locator(f'table#schedule-runs tbody tr[data-name="{run}"]')).to_have_count(1)
+        console.check("schedule-with-runs")
+        console.goto(f"/runs/{run}")
+        expect(page.locator("#run-schedule")).to_contain_text(schedule_id)
+    finally:
+        api.request.delete(f"/jobs/schedule/{schedule_id}")
