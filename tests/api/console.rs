@@ -33,7 +33,10 @@ fn missing_browser_tools() -> Option<String> {
         Ok(out) if !out.status.success() => Some(format!(
             "Playwright for Python or pytest is missing (python3 -m pip install playwright pytest; \
              never `playwright install`): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or_default()
         )),
         Ok(_) => None,
     }
@@ -68,7 +71,7 @@ async fn register_console_procs(app: &TestApp) {
             "author": "admin@example.com",
             "env_vars": {
                 "args": [{"name": "NAME", "description": "who to greet"}],
-                "secrets": [{"name": "GREETING_TOKEN", "description": "set"}]
+                "secrets": [{"name": "GREETING_TOKEN", "description": "the greeting service's key"}]
             }
         }),
     )
@@ -89,6 +92,14 @@ async fn register_console_procs(app: &TestApp) {
         "seq -f 'line %g' 1 2000",
         &[],
         author.clone(),
+    )
+    .await;
+    register_script(
+        app,
+        "markup",
+        r#"printf '%s\n' '<b>bold</b>' '<img src=x onerror="window.__injected=1">' 'a & b'"#,
+        &[],
+        json!({"description": "<i>not italic</i> <script>window.__injected=1</script>"}),
     )
     .await;
     register_script(

@@ -57,6 +57,9 @@ PROCS = {
     "failer": {},
     # prints "line 1" .. "line 2000" at once
     "many-lines": {"lines": 2000},
+    # prints "<b>bold</b>", '<img src=x onerror="window.__injected=1">', "a & b"; its
+    # description holds markup too: all of it must show as text
+    "markup": {},
     # authorized_groups ["other"]: the "ops" member must not see it; secret OTHER_TOKEN unset
     "other-only": {},
 }

@@ -324,6 +324,32 @@ def test_a_long_log_is_paged_on_screen_searched_and_downloaded(open_console, con
     )
 
 
+def test_markup_in_a_log_a_description_or_an_arg_shows_as_text(open_console, config, api):
+    name = api.run("markup")
+    api.wait_for(name)
+    hostile = '<img src=x onerror="window.__injected=1">'
+    greeted = api.run("greeter", {"NAME": hostile})
+    api.wait_for(greeted)
+    console = open_console()
+    page = console.page
+    console.sign_in(config.admin)
+
+    console.goto(f"/runs/{name}")
+    expected = [("1", "<b>bold</b>"), ("2", hostile), ("3", "a & b")]
+    eventually(lambda: console.log_rows() == expected, "the lines show as text")
+    assert page.locator("#log b, #log img").count() == 0, "log text became markup"
+    console.goto("/procs/markup")
+    expect(page.locator("#proc-description")).to_contain_text("<i>not italic</i>")
+    assert page.locator("#proc-description i, #proc-description script").count() == 0
+    console.goto(f"/runs/{greeted}")
+    expect(page.locator("#run-args")).to_contain_text(hostile)
+    assert page.locator("#run-args img").count() == 0
+    eventually(lambda: ("1", f"Hello {hostile}") in console.log_rows(), "the greeting")
+    console.goto("/runs")
+    assert page.locator("main img").count() == 0
+    assert page.evaluate("() => window.__injected") is None, "markup ran as script"
+
+
 # --- history -----------------------------------------------------------------------------
 
 
