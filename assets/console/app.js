@@ -56,6 +56,18 @@ function formatTime(iso) {
   });
 }
 
+/** A time as the clock in `zone` shows it, naming the zone. */
+function formatInZone(iso, zone) {
+  if (!iso) return "—";
+  try {
+    return new Intl.DateTimeFormat(undefined, {
+      timeZone: zone, weekday: "short", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZoneName: "short",
+    }).format(new Date(iso));
+  } catch {
+    return formatTime(iso);
+  }
+}
+
 function formatDuration(seconds) {
   if (seconds === null || seconds === undefined || Number.isNaN(seconds)) return "—";
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
@@ -222,12 +234,21 @@ async function render() {
   }
   if (!ctx.current) return;
   main.replaceChildren(view);
+  const heading = $("h1", main);
+  if (heading && route && route[2] !== "Overview") document.title = `${heading.textContent} · Proctor`;
+  // After a move inside the app, put focus (and a screen reader) at the new page.
+  if (rendered) main.focus({ preventScroll: true });
+  rendered = true;
   main.dataset.ready = "1";
 }
 
+let rendered = false;
+
 function problem(error) {
   const status = error instanceof ApiError ? error.status : 0;
-  const words = status === 403 ? "Forbidden: you may not see this." : status === 404 ? "Not found." : "Something went wrong.";
+  const words = status === 403 ? "Forbidden: you may not see this."
+    : status === 404 ? "Not found."
+      : status >= 400 && status < 500 ? "Not valid:" : "Something went wrong.";
   return el("div", { class: "panel", role: "alert" }, el("strong", {}, words), " ", error.message);
 }
 
@@ -315,7 +336,7 @@ function overview(stats, running, bucket) {
   }
   const rate = finished ? `${Math.round((succeeded / finished) * 100)} %` : "—";
   const span = bucket === "day" ? "30 days" : "24 hours";
-  const numbers = el("div", { class: "grid" },
+  const numbers = el("div", { class: "grid numbers" },
     el("div", { class: "panel" }, el("div", { class: "muted" }, `Finished runs, ${span}`), el("div", { class: "big" }, finished)),
     el("div", { class: "panel" }, el("div", { class: "muted" }, `Success rate, ${span}`), el("div", { class: "big" }, rate)),
     el("div", { class: "panel" }, el("div", { class: "muted" }, "Going now"), el("div", { class: "big" }, stats.running)));
@@ -342,8 +363,8 @@ function overview(stats, running, bucket) {
 }
 
 function barChart(buckets, bucket) {
-  const width = 900;
-  const height = 220;
+  const width = Math.max(320, Math.min(900, window.innerWidth - 48));
+  const height = width < 600 ? 200 : 220;
   const pad = { left: 36, right: 8, top: 10, bottom: 26 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
@@ -361,7 +382,7 @@ function barChart(buckets, bucket) {
     chart.append(svg("line", { class: "axis", x1: pad.left, x2: width - pad.right, y1: y(v), y2: y(v) }),
       svg("text", { x: pad.left - 6, y: y(v) + 4, "text-anchor": "end" }, String(v)));
   }
-  const labelEvery = Math.max(1, Math.ceil(buckets.length / 8));
+  const labelEvery = Math.max(1, Math.ceil(buckets.length / Math.max(2, Math.floor(plotW / 75))));
   buckets.forEach((b, i) => {
     const x = pad.left + i * barW;
     let base = 0;
@@ -386,11 +407,11 @@ function barChart(buckets, bucket) {
   return chart;
 }
 
-function runsTable(runs, id) {
+function runsTable(runs, id, empty = "No runs.") {
   return el("div", { class: "table-wrap" }, el("table", { id },
     el("thead", {}, el("tr", {}, ["Run", "Proc", "Status", "User", "Created", "Duration"].map((h, i) =>
       el("th", { scope: "col", class: i === 3 || i === 5 ? "wide" : null }, h)))),
-    el("tbody", {}, runs.map(runRow))));
+    el("tbody", {}, runs.length ? runs.map(runRow) : el("tr", {}, el("td", { colspan: 6, class: "muted" }, empty)))));
 }
 
 function runRow(run) {
@@ -1045,7 +1066,7 @@ async function schedulesPage(view, ctx) {
     body.replaceChildren(...(schedules.length ? schedules.map((s) => el("tr", { dataset: { id: s.id } },
       el("td", { class: "proc" }, el("a", { href: `/schedules/${enc(s.id)}` }, s.name)),
       el("td", { class: "time mono" }, `${s.time} (${s.time_zone})`),
-      el("td", { class: "next" }, s.enabled ? formatTime(s.next_fire_at) : "—"),
+      el("td", { class: "next" }, s.enabled ? formatInZone(s.next_fire_at, s.time_zone) : "—"),
       el("td", { class: "enabled" }, s.enabled ? "enabled" : "disabled"),
       el("td", {}, scheduleActions(s, load)))) : [el("tr", {}, el("td", { colspan: 5, class: "muted" }, "No schedules yet."))]));
   };
@@ -1163,7 +1184,7 @@ async function schedulePage(view, ctx, id) {
   }
   const args = Object.entries(schedule.args || {}).map(([k, v]) => `${k}=${v}`).join(" ") || "none";
   const fires = (history.fires || []).map((f) => el("tr", {},
-    el("td", {}, formatTime(f.fire_at)), el("td", {}, f.outcome), el("td", { class: "mono" }, f.execution_id || "—")));
+    el("td", {}, formatInZone(f.fire_at, schedule.time_zone)), el("td", {}, f.outcome), el("td", { class: "mono" }, f.execution_id || "—")));
   view.append(
     el("h1", {}, `Schedule of ${schedule.name}`),
     el("section", { id: "schedule-detail", class: "panel" }, el("dl", { class: "facts" },
@@ -1171,7 +1192,7 @@ async function schedulePage(view, ctx, id) {
       el("dt", {}, "When"), el("dd", { class: "mono" }, `${schedule.time} (${schedule.time_zone})`),
       el("dt", {}, "In words"), el("dd", {}, words),
       el("dt", {}, "State"), el("dd", {}, schedule.enabled ? "enabled" : "disabled"),
-      el("dt", {}, "Next fires"), el("dd", {}, schedule.enabled && upcoming.length ? el("ol", {}, upcoming.map((t) => el("li", {}, formatTime(t)))) : "—"),
+      el("dt", {}, "Next fires"), el("dd", {}, schedule.enabled && upcoming.length ? el("ol", {}, upcoming.map((t) => el("li", {}, formatInZone(t, schedule.time_zone)))) : "—"),
       el("dt", {}, "Args"), el("dd", { class: "mono" }, args),
       el("dt", {}, "Policy"), el("dd", {}, schedule.concurrency_policy),
       el("dt", {}, "Mail"), el("dd", {}, schedule.notification_emails || "—"),
@@ -1180,7 +1201,7 @@ async function schedulePage(view, ctx, id) {
       el("dt", {}, "Created by"), el("dd", {}, schedule.user_email)),
     el("p", {}, scheduleActions(schedule, (action) => navigate(action === "delete" ? "/schedules" : location.pathname, true)))),
     el("section", { class: "panel" }, el("h2", {}, "Runs"),
-      history.executions.length ? runsTable(history.executions, "schedule-runs") : el("p", { class: "muted" }, "No runs yet.")),
+      runsTable(history.executions, "schedule-runs", "No runs yet.")),
     el("section", { class: "panel" }, el("h2", {}, "Recent fires"),
       fires.length ? el("div", { class: "table-wrap" }, el("table", { id: "schedule-fires" },
         el("thead", {}, el("tr", {}, ["Fire time", "Outcome", "Execution id"].map((h) => el("th", { scope: "col" }, h)))),

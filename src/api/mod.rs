@@ -126,6 +126,9 @@ pub async fn method_not_allowed(
 pub async fn unknown_route(
     req: actix_web::HttpRequest,
 ) -> Result<actix_web::HttpResponse, crate::error::ApiError> {
+    if let Some(page) = crate::web::not_found_page(&req) {
+        return Ok(page);
+    }
     Err(crate::error::ApiError::not_found(format!(
         "no route for {} {}",
         req.method(),

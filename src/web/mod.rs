@@ -124,6 +124,27 @@ async fn page() -> HttpResponse {
         .body(PAGE.as_str())
 }
 
+/// For a browser asking for a page that does not exist (outside the API), the console
+/// with a 404 status, which says so in its own words; everyone else gets the JSON 404.
+pub fn not_found_page(req: &HttpRequest) -> Option<HttpResponse> {
+    let path = req.path();
+    let wants_page = req.method() == actix_web::http::Method::GET
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok())
+            .is_some_and(|accept| accept.contains("text/html"));
+    let api = ["/api/", "/jobs/", "/assets/", "/docs/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
+    (wants_page && !api).then(|| {
+        secured(HttpResponse::NotFound())
+            .content_type("text/html; charset=utf-8")
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .body(PAGE.as_str())
+    })
+}
+
 async fn asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
     let Some(asset) = ASSETS.iter().find(|a| a.served_as == *file) else {
         return actix_web::ResponseError::error_response(&crate::error::ApiError::not_found(

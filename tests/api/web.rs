@@ -126,6 +126,22 @@ async fn every_console_page_is_the_app_with_a_strict_content_security_policy() {
         .await
         .unwrap();
     error_message(nowhere, 404).await;
+    // A browser asking for a page that does not exist gets the console, which says so.
+    let browsing = app
+        .request(Method::GET, "/nope", None)
+        .header(header::ACCEPT, "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(browsing.status(), 404);
+    assert!(browsing.text().await.unwrap().contains("<main id=\"main\""));
+    let api = app
+        .request(Method::GET, "/api/v1/nope", None)
+        .header(header::ACCEPT, "text/html")
+        .send()
+        .await
+        .unwrap();
+    error_message(api, 404).await;
     let post = app
         .request(Method::POST, "/runs", None)
         .send()
