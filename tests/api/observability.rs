@@ -304,8 +304,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/executions/{name}"),
     ("get", "/api/v1/executions/{name}/logs"),
     ("post", "/api/v1/executions/{name}/cancel"),
-    ("get", "/api/v1/schedules/preview"),
-    ("get", "/api/v1/stats"),
 ];
 
 #[actix_web::test]
