@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench proctor` runs the full scenarios; `cargo test --bench proctor`
 //! (what CI runs) runs each in a smoke mode of a few seconds. Add scenario names
-//! (`dispatch fanout scheduling footprint kubernetes replicas`) to run only those, and a backend
+//! (`dispatch fanout scheduling footprint kubernetes replicas stats`) to run only those, and a backend
 //! name (`sqlite`, `postgres+redis`) to measure only that one.
 
 use std::collections::BTreeMap;
@@ -48,6 +48,10 @@ struct Plan {
     leased_runs: usize,
     /// The lease of the takeover measurements (the default in a full run).
     lease_seconds: u64,
+    /// Executions loaded for the overview and history reads, spread over 30 days.
+    stats_executions: usize,
+    /// Requests of each kind measured on them.
+    stats_requests: usize,
 }
 
 impl Plan {
@@ -69,6 +73,8 @@ impl Plan {
                 replica_lines: 50,
                 leased_runs: 100,
                 lease_seconds: 2,
+                stats_executions: 5_000,
+                stats_requests: 20,
             }
         } else {
             Plan {
@@ -87,6 +93,8 @@ impl Plan {
                 replica_lines: 1_000,
                 leased_runs: 1_000,
                 lease_seconds: 10,
+                stats_executions: 1_000_000,
+                stats_requests: 200,
             }
         }
     }
@@ -850,6 +858,119 @@ async fn kubernetes(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     });
 }
 
+/// Loads `count` finished executions of 20 procs, one every 30 days / `count` back
+/// from now (the newest 200 still RUNNING; 10% FAILED, 3% TIMED_OUT, 1% CANCELLED),
+/// with one bulk INSERT … SELECT: `generate_series` on PostgreSQL, a recursive CTE on
+/// SQLite.
+fn load_executions(server: &Server, backend: &str, count: usize) -> Duration {
+    let started = Instant::now();
+    let status = "CASE WHEN i <= 200 THEN 'RUNNING' WHEN (i / 20) % 100 < 10 THEN 'FAILED' \
+                  WHEN (i / 20) % 100 < 13 THEN 'TIMED_OUT' WHEN (i / 20) % 100 = 13 THEN 'CANCELLED' \
+                  ELSE 'SUCCEEDED' END";
+    let columns = "id, name, proc_name, image, args, status, executor, user_email, \
+                   created_at, updated_at, started_at, finished_at, attempts";
+    let shared = "'bench-' || i, 'bench-' || i, 'proc-' || (i % 20), 'bench/noop:1', '{}', st, \
+                  'local', 'user' || (i % 7) || '@example.com', t, t";
+    if backend == "postgres+redis" {
+        let sql = format!(
+            "INSERT INTO executions ({columns}) \
+             SELECT {shared}, t + interval '50 milliseconds', \
+             CASE WHEN st = 'RUNNING' THEN NULL \
+             ELSE t + interval '50 milliseconds' + (i % 97) * interval '100 milliseconds' END, 1 \
+             FROM (SELECT i, {status} AS st, \
+             (now() AT TIME ZONE 'UTC') - i * (interval '30 days' / {count}) AS t \
+             FROM generate_series(1, {count}) AS i) s; ANALYZE executions"
+        );
+        assert!(psql(&database_url(server), &sql), "load the executions");
+    } else {
+        use diesel::Connection as _;
+        use diesel::connection::SimpleConnection as _;
+        let path = server.data_dir.join("proctor.db");
+        let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        let step = 2_592_000.0 / count as f64;
+        let sql = format!(
+            "PRAGMA busy_timeout = 10000; \
+             INSERT INTO executions ({columns}) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
+             SELECT {shared}, strftime('%Y-%m-%d %H:%M:%f', t, '+0.05 seconds'), \
+             CASE WHEN st = 'RUNNING' THEN NULL \
+             ELSE strftime('%Y-%m-%d %H:%M:%f', t, printf('+%.3f seconds', 0.05 + (i % 97) * 0.1)) END, 1 \
+             FROM (SELECT i, {status} AS st, \
+             strftime('%Y-%m-%d %H:%M:%f', 'now', printf('-%.3f seconds', i * {step})) AS t FROM n); \
+             ANALYZE;"
+        );
+        conn.batch_execute(&sql).expect("load the executions");
+    }
+    started.elapsed()
+}
+
+/// The console's reads over many executions: the overview (`GET /api/v1/stats`, the
+/// last 24 hours by hour, and the last 30 days by day) and a filtered history page.
+async fn stats(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
+    let server = Server::start(backend, &[]).await;
+    let loaded_in = load_executions(&server, backend, plan.stats_executions);
+    let client = reqwest::Client::new();
+    let measure = async |path: &str, count: usize| {
+        at_100_per_second(
+            count,
+            || client.get(format!("{}{path}", server.base)),
+            async |response| {
+                assert_eq!(response.status().as_u16(), 200, "{path}");
+                response.bytes().await.unwrap();
+            },
+        )
+        .await
+    };
+    let day = measure("/api/v1/stats", plan.stats_requests).await;
+    let month = measure(
+        "/api/v1/stats?bucket=day",
+        (plan.stats_requests / 20).max(3),
+    )
+    .await;
+    let history = measure(
+        "/api/v1/executions?proc=proc-3&status=CANCELLED",
+        plan.stats_requests,
+    )
+    .await;
+    let n = plan.stats_executions;
+    for (metric, latencies, target) in [
+        (
+            format!(
+                "GET /api/v1/stats (24 h by hour) over {n} executions, p50 / p99 (ms; loaded in {:.1}s)",
+                loaded_in.as_secs_f64()
+            ),
+            day,
+            "",
+        ),
+        (
+            format!(
+                "GET /api/v1/stats?bucket=day (30 days, every row) over {n} executions, p50 / p99 (ms)"
+            ),
+            month,
+            "",
+        ),
+        (
+            format!(
+                "GET /api/v1/executions?proc=&status= (1% of one proc's runs) over {n} executions, p50 / p99 (ms)"
+            ),
+            history,
+            "",
+        ),
+    ] {
+        rows.push(Row {
+            scenario: "stats",
+            backend: backend.to_owned(),
+            metric,
+            value: format!(
+                "{:.2} / {:.2}",
+                percentile(&latencies, 50.0),
+                percentile(&latencies, 99.0)
+            ),
+            target,
+        });
+    }
+}
+
 /// The database URL a server was given.
 fn database_url(server: &Server) -> String {
     server
@@ -1144,6 +1265,9 @@ fn main() {
             }
             if runs("replicas") {
                 replicas(&plan, backend, &mut rows).await;
+            }
+            if runs("stats") {
+                stats(&plan, backend, &mut rows).await;
             }
         }
     });

@@ -245,13 +245,20 @@ impl ExecutionStore {
                             "SELECT {truncate} AS start, status, count(*) AS runs \
                              FROM executions WHERE {filter} GROUP BY 1, 2"
                         );
-                        let duration = "EXTRACT(EPOCH FROM finished_at - started_at)::float8";
+                        // Materialized: read by the range (its index, or a scan when the
+                        // range is most of the table), then sorted by proc. Otherwise the
+                        // planner may walk the (proc_name, created_at) index for its
+                        // order and visit the table at random: 5.0 s instead of 2.6 s
+                        // for 30 days of 1,000,000 runs here.
                         let by_proc = format!(
-                            "SELECT proc_name, count(*) AS runs, \
+                            "WITH runs AS MATERIALIZED (SELECT proc_name, status, \
+                             EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS secs \
+                             FROM executions WHERE {filter}) \
+                             SELECT proc_name, count(*) AS runs, \
                              count(*) FILTER (WHERE status = 'SUCCEEDED') AS succeeded, \
-                             percentile_cont(0.5) WITHIN GROUP (ORDER BY {duration}) AS p50, \
-                             percentile_cont(0.95) WITHIN GROUP (ORDER BY {duration}) AS p95 \
-                             FROM executions WHERE {filter} GROUP BY proc_name ORDER BY proc_name"
+                             percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS p50, \
+                             percentile_cont(0.95) WITHIN GROUP (ORDER BY secs) AS p95 \
+                             FROM runs GROUP BY proc_name ORDER BY proc_name"
                         );
                         let by_bucket = diesel::sql_query(by_bucket)
                             .bind::<Timestamp, _>(since)
