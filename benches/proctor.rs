@@ -52,6 +52,8 @@ struct Plan {
     stats_executions: usize,
     /// Requests of each kind measured on them.
     stats_requests: usize,
+    /// Lines of the run whose page is opened in Chromium.
+    console_lines: usize,
 }
 
 impl Plan {
@@ -75,6 +77,7 @@ impl Plan {
                 lease_seconds: 2,
                 stats_executions: 5_000,
                 stats_requests: 20,
+                console_lines: 20_000,
             }
         } else {
             Plan {
@@ -95,6 +98,7 @@ impl Plan {
                 lease_seconds: 10,
                 stats_executions: 1_000_000,
                 stats_requests: 200,
+                console_lines: 1_000_000,
             }
         }
     }
@@ -971,6 +975,93 @@ async fn stats(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     }
 }
 
+/// The web console's log viewer on a run of many lines, in Debian's Chromium driven by
+/// `benches/console_bench.py`: time to the first lines, time to jump to the end, and
+/// the tab's JS heap after scrolling through the whole log. Skipped (said so) where
+/// Chromium or Playwright for Python is missing, except with CI=true.
+async fn console(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/console_bench.py");
+    let ready = std::path::Path::new("/usr/bin/chromium").exists()
+        && Command::new("python3")
+            .args(["-c", "import playwright"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+    if !ready {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true needs Chromium and Playwright for the console bench"
+        );
+        eprintln!("SKIPPING the console bench: apt-get install chromium; pip install playwright");
+        return;
+    }
+    let server = Server::start(backend, &[]).await;
+    let client = reqwest::Client::new();
+    let n = plan.console_lines;
+    server
+        .register(
+            &client,
+            "long-log",
+            json!([
+                "sh",
+                "-c",
+                format!("seq 1 {n} | sed 's/^/log line number /'")
+            ]),
+            &[],
+        )
+        .await;
+    let name = server.execute(&client, "long-log").await;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let run = execution(&client, &server.base, &name).await;
+        if run["status"] == "SUCCEEDED" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && run["status"] != "FAILED",
+            "the long run did not succeed: {run}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = Command::new("python3")
+        .arg(script)
+        .env("PROCTOR_URL", &server.base)
+        .env("PROCTOR_EXECUTION", &name)
+        .env("PROCTOR_LINES", n.to_string())
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let result: Value = stdout
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "console_bench.py printed no result: {stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    assert!(out.status.success(), "console_bench.py failed: {result}");
+    let mib = |key: &str| result[key].as_f64().unwrap_or(f64::NAN) / 1_048_576.0;
+    rows.push(Row {
+        scenario: "console",
+        backend: backend.to_owned(),
+        metric: format!(
+            "run page of {n} lines in Chromium: first lines, jump to the end (ms); JS heap after scrolling top to bottom in {} jumps, after GC (MiB); slowest round trip (ms)",
+            result["scroll_steps"]
+        ),
+        value: format!(
+            "{:.0}, {:.0}; {:.1}, {:.1}; {:.0}",
+            result["first_line_ms"].as_f64().unwrap_or(f64::NAN),
+            result["end_ms"].as_f64().unwrap_or(f64::NAN),
+            mib("heap_used_bytes"),
+            mib("heap_after_gc_bytes"),
+            result["max_roundtrip_ms"].as_f64().unwrap_or(f64::NAN),
+        ),
+        target: "≤ 1000, ≤ 1000; ≤ 200",
+    });
+}
+
 /// The database URL a server was given.
 fn database_url(server: &Server) -> String {
     server
@@ -1268,6 +1359,10 @@ fn main() {
             }
             if runs("stats") {
                 stats(&plan, backend, &mut rows).await;
+            }
+            // The browser's side is measured once: the server's reads are in `stats`.
+            if runs("console") && *backend == "sqlite" {
+                console(&plan, backend, &mut rows).await;
             }
         }
     });

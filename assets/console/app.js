@@ -322,7 +322,7 @@ async function overviewPage(view, ctx) {
     if (ctx.current) body.replaceChildren(...overview(stats, running.executions, bucket));
   };
   await draw();
-  ctx.every(5000, () => draw().catch((e) => console.warn(e.message)));
+  ctx.every(bucket === "day" ? 60000 : 5000, () => draw().catch((e) => console.warn(e.message)));
 }
 
 function overview(stats, running, bucket) {
