@@ -5,12 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use actix_web::{HttpResponse, web};
-use chrono::{DateTime, NaiveDateTime};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiState;
 use super::auth::Caller;
+use super::params::{parse_time, visible_to};
 use super::procs::find_usable;
 use crate::actors::{Cancel, DispatchError, Execute};
 use crate::error::{ApiError, ErrorKind};
@@ -222,20 +222,6 @@ pub struct ListQuery {
     pub offset: Option<i64>,
 }
 
-fn parse_time(field: &str, text: &Option<String>) -> Result<Option<NaiveDateTime>, ApiError> {
-    text.as_deref()
-        .map(|t| {
-            DateTime::parse_from_rfc3339(t)
-                .map(|t| t.naive_utc())
-                .map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "{field} must be an RFC 3339 time such as 2026-11-25T08:00:00Z"
-                    ))
-                })
-        })
-        .transpose()
-}
-
 /// `GET /api/v1/executions`: newest first, filtered, paginated.
 #[utoipa::path(
     get,
@@ -269,20 +255,7 @@ pub async fn list(
         .map(str::parse)
         .transpose()
         .map_err(ApiError::bad_request)?;
-    let visible_to = if caller.is_admin {
-        None
-    } else {
-        let usable = state
-            .stores
-            .procs
-            .list()
-            .await?
-            .into_iter()
-            .filter(|p| caller.may_use(p))
-            .map(|p| p.name.to_string())
-            .collect();
-        Some((usable, caller.email.clone()))
-    };
+    let visible_to = visible_to(&state, &caller).await?;
     let executions = state
         .stores
         .executions
@@ -291,8 +264,8 @@ pub async fn list(
             status,
             user_email: query.user.map(|u| u.to_ascii_lowercase()),
             schedule_id: None,
-            since: parse_time("since", &query.since)?,
-            until: parse_time("until", &query.until)?,
+            since: parse_time("since", query.since.as_deref())?,
+            until: parse_time("until", query.until.as_deref())?,
             visible_to,
             limit: limit + 1,
             offset,

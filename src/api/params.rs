@@ -1,5 +1,4 @@
 //! Helpers the `/api/v1` read handlers share: query times and what a caller may see.
-//! (`api/executions.rs` has its own copies from before; they behave the same.)
 
 use chrono::{DateTime, NaiveDateTime};
 
