@@ -156,6 +156,7 @@ async function loadSession() {
 }
 
 function showAccount() {
+  $("#nav").hidden = session.auth === "on" && !session.user;
   const who = $("#who");
   const out = $("#sign-out");
   if (session.user && session.auth === "on") {
