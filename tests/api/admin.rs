@@ -160,7 +160,7 @@ fn postgres_must_be_migrated_before_serving_and_migrate_is_idempotent() {
     let first = proctord(&["migrate"], &env);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).starts_with("applied 6 migration(s): "),
+        stdout(&first).starts_with("applied 7 migration(s): "),
         "{}",
         stdout(&first)
     );

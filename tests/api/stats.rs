@@ -92,7 +92,8 @@ async fn stats(app: &TestApp, query: &str, who: &crate::helpers::Caller) -> reqw
 }
 
 /// Two procs, one per group, with runs on 10 January 2026 between 00:00 and 06:00 UTC,
-/// one just before and one just after.
+/// one just before and one just after; and a third proc whose only run is a month
+/// earlier, in none of the ranges asked for (so in no answer's `procs`).
 async fn seeded_app(backend: crate::helpers::Backend) -> TestApp {
     let app = spawn_app(backend).await;
     for (name, group) in [("ops-task", "ops"), ("dev-task", "dev")] {
@@ -118,6 +119,7 @@ async fn seeded_app(backend: crate::helpers::Backend) -> TestApp {
             },
             run("dev-task", "RECEIVED", "2026-01-10 04:00:00", 0.0),
             run("ops-task", "SUCCEEDED", "2026-01-10 06:00:00", 1.0),
+            run("old-task", "FAILED", "2025-12-01 00:00:00", 2.0),
         ],
     )
     .await;

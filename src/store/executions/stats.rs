@@ -1,8 +1,13 @@
-//! Counts for the console's overview, computed in SQL: finished runs per time bucket
-//! and status, per proc with the median and 95th percentile of their durations, and the
-//! runs not yet final. The backends differ in how a time is truncated to its bucket and
-//! how a percentile is taken (PostgreSQL's `percentile_cont`; on SQLite the same linear
-//! interpolation over `ROW_NUMBER()`), so each has its statements.
+//! Counts for the console's overview: finished runs per time bucket and status, per proc
+//! with the median and 95th percentile of their durations, and the runs not yet final.
+//! All exact. Both backends read the range proc by proc from the covering index
+//! `executions_stats` (proc_name, created_at, then status, the times and the starter:
+//! migration 7), never the table, one short range scan per proc name (the names found
+//! by skipping through the same index). PostgreSQL counts and ranks in SQL
+//! (`percentile_cont` per proc in a `LATERAL` subquery); on SQLite, which has neither a
+//! percentile nor a hash aggregate (its `GROUP BY` and window functions sort every row),
+//! each proc's rows are read as (bucket, status, duration) and counted and sorted here,
+//! with `percentile_cont`'s linear interpolation.
 
 use std::collections::BTreeMap;
 
@@ -70,13 +75,11 @@ impl Bucket {
         }
     }
 
-    /// The SQL that truncates `created_at` to its bucket's start on `conn`'s backend.
-    fn truncate(self, conn: &DbConnection) -> &'static str {
-        match (conn, self) {
-            (DbConnection::Postgresql(_), Bucket::Hour) => "date_trunc('hour', created_at)",
-            (DbConnection::Postgresql(_), Bucket::Day) => "date_trunc('day', created_at)",
-            (DbConnection::Sqlite(_), Bucket::Hour) => "strftime('%Y-%m-%d %H:00:00', created_at)",
-            (DbConnection::Sqlite(_), Bucket::Day) => "strftime('%Y-%m-%d 00:00:00', created_at)",
+    /// The SQL that truncates `created_at` to its bucket's start on PostgreSQL.
+    fn pg_truncate(self) -> &'static str {
+        match self {
+            Bucket::Hour => "date_trunc('hour', created_at)",
+            Bucket::Day => "date_trunc('day', created_at)",
         }
     }
 }
@@ -158,20 +161,54 @@ struct ProcRow {
     p95: Option<f64>,
 }
 
-/// `'SUCCEEDED', 'FAILED', ...`: the final statuses as an SQL list (constants only).
-fn final_statuses() -> String {
+#[derive(QueryableByName)]
+struct ProcName {
+    #[diesel(sql_type = Text)]
+    p: String,
+}
+
+/// One finished run on SQLite: milliseconds from `since` to its creation, its final
+/// status as an index into [`final_list`], its duration in seconds.
+#[derive(QueryableByName)]
+struct RunRow {
+    #[diesel(sql_type = BigInt)]
+    offset_ms: i64,
+    #[diesel(sql_type = BigInt)]
+    status: i64,
+    #[diesel(sql_type = Nullable<Double>)]
+    secs: Option<f64>,
+}
+
+/// The final statuses, in [`Status::ALL`]'s order.
+fn final_list() -> Vec<&'static str> {
     Status::ALL
         .iter()
         .filter(|s| s.is_final())
-        .map(|s| format!("'{}'", s.as_str()))
+        .map(|s| s.as_str())
+        .collect()
+}
+
+/// `'SUCCEEDED', 'FAILED', ...`: the final statuses as an SQL list (constants only).
+fn final_statuses() -> String {
+    final_list()
+        .iter()
+        .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// On PostgreSQL: `$1` since, `$2` until, then `$3` procs and `$4` user when restricted.
+/// The proc names that have executions, smallest first, as the rows `procs(p)` of a
+/// recursive CTE: one index probe per name (a loose scan of the proc_name indexes)
+/// instead of reading every row for `DISTINCT`.
+const PROC_NAMES: &str = "WITH RECURSIVE procs(p) AS (SELECT min(proc_name) FROM executions \
+     UNION ALL SELECT (SELECT min(proc_name) FROM executions WHERE proc_name > procs.p) \
+     FROM procs WHERE procs.p IS NOT NULL)";
+
+/// On PostgreSQL, inside a `LATERAL` subquery over `procs`: `$1` since, `$2` until, then
+/// `$3` procs and `$4` user when restricted.
 fn pg_filter(restricted: bool) -> String {
     let mut filter = format!(
-        "created_at >= $1 AND created_at < $2 AND status IN ({})",
+        "proc_name = procs.p AND created_at >= $1 AND created_at < $2 AND status IN ({})",
         final_statuses()
     );
     if restricted {
@@ -180,49 +217,185 @@ fn pg_filter(restricted: bool) -> String {
     filter
 }
 
-/// On SQLite: the same, the procs as a JSON array.
+/// On SQLite: `?1` since, `?2` until, `?3` the proc, then `?4` the visible procs as a
+/// JSON array and `?5` the user when restricted.
 fn sqlite_filter(restricted: bool) -> String {
     let mut filter = format!(
-        "created_at >= ?1 AND created_at < ?2 AND status IN ({})",
+        "proc_name = ?3 AND created_at >= ?1 AND created_at < ?2 AND status IN ({})",
         final_statuses()
     );
     if restricted {
-        filter.push_str(" AND (proc_name IN (SELECT value FROM json_each(?3)) OR user_email = ?4)");
+        filter.push_str(" AND (proc_name IN (SELECT value FROM json_each(?4)) OR user_email = ?5)");
     }
     filter
 }
 
-/// The proc query on SQLite: a percentile is interpolated between the two ranked
-/// durations around `p * (n - 1)`, as `percentile_cont` does.
-fn sqlite_procs(filter: &str) -> String {
-    let pick = |p: f64| {
-        format!(
-            "SUM(CASE WHEN i = CAST({p} * (n - 1) AS INTEGER) THEN secs * (1 - ({p} * (n - 1) - i)) \
-             WHEN i = CAST({p} * (n - 1) AS INTEGER) + 1 THEN secs * ({p} * (n - 1) - (i - 1)) END)"
-        )
-    };
+/// One proc's finished runs on SQLite, in index order. The offset is taken in whole
+/// milliseconds (SQLite's own resolution for times), so the bucket it falls in is exact.
+fn sqlite_runs(filter: &str) -> String {
+    let status = final_list()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("WHEN '{s}' THEN {i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     format!(
-        "WITH runs AS (SELECT proc_name, status, \
-           CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL \
-           THEN (julianday(finished_at) - julianday(started_at)) * 86400.0 END AS secs \
-           FROM executions WHERE {filter}), \
-         ranked AS (SELECT proc_name, secs, \
-           ROW_NUMBER() OVER (PARTITION BY proc_name ORDER BY secs) - 1 AS i, \
-           COUNT(*) OVER (PARTITION BY proc_name) AS n \
-           FROM runs WHERE secs IS NOT NULL), \
-         pct AS (SELECT proc_name, {p50} AS p50, {p95} AS p95 FROM ranked GROUP BY proc_name) \
-         SELECT r.proc_name, COUNT(*) AS runs, SUM(r.status = 'SUCCEEDED') AS succeeded, \
-           MAX(p.p50) AS p50, MAX(p.p95) AS p95 \
-         FROM runs r LEFT JOIN pct p ON p.proc_name = r.proc_name \
-         GROUP BY r.proc_name ORDER BY r.proc_name",
-        p50 = pick(0.5),
-        p95 = pick(0.95),
+        "SELECT CAST(round((julianday(created_at) - julianday(?1)) * 86400000.0) AS INTEGER) \
+         AS offset_ms, CASE status {status} END AS status, \
+         CASE WHEN started_at IS NOT NULL AND finished_at IS NOT NULL \
+         THEN (julianday(finished_at) - julianday(started_at)) * 86400.0 END AS secs \
+         FROM executions INDEXED BY executions_stats WHERE {filter}"
     )
+}
+
+/// `percentile_cont(p)` over ascending `sorted`: the linear interpolation between the
+/// two values around rank `p * (n - 1)`.
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = p * last as f64;
+    let (low, high) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(sorted[low] + (sorted[high.min(last)] - sorted[low]) * (rank - low as f64))
 }
 
 /// Seconds to the millisecond (both backends' floating-point noise removed).
 fn to_millis(seconds: Option<f64>) -> Option<f64> {
     seconds.map(|s| (s * 1000.0).round() / 1000.0)
+}
+
+type Counts = BTreeMap<NaiveDateTime, BTreeMap<String, i64>>;
+
+/// PostgreSQL: per proc, an index-only range scan of `executions_stats` for the counts
+/// by bucket and status, and another ranked by duration for the percentiles (on the
+/// interval itself: no conversion per row). JIT is off for these statements: their
+/// estimated cost over a million rows switches it on, and compiling took ~0.4 s of a
+/// ~1 s statement.
+fn pg_stats(
+    c: &mut diesel::PgConnection,
+    since: NaiveDateTime,
+    until: NaiveDateTime,
+    bucket: Bucket,
+    visible_to: &Option<(Vec<String>, String)>,
+) -> Result<(Vec<BucketRow>, Vec<ProcRow>), diesel::result::Error> {
+    let filter = pg_filter(visible_to.is_some());
+    let truncate = bucket.pg_truncate();
+    let by_bucket = format!(
+        "{PROC_NAMES} SELECT s.start, s.status, s.runs FROM procs, LATERAL \
+         (SELECT {truncate} AS start, status, count(*) AS runs FROM executions \
+         WHERE {filter} GROUP BY 1, 2) s WHERE procs.p IS NOT NULL"
+    );
+    let pick = |p: f64| {
+        format!(
+            "EXTRACT(EPOCH FROM percentile_cont({p}) WITHIN GROUP \
+             (ORDER BY finished_at - started_at))::float8"
+        )
+    };
+    let by_proc = format!(
+        "{PROC_NAMES} SELECT procs.p AS proc_name, s.runs, s.succeeded, s.p50, s.p95 \
+         FROM procs, LATERAL (SELECT count(*) AS runs, \
+         count(*) FILTER (WHERE status = 'SUCCEEDED') AS succeeded, \
+         {p50} AS p50, {p95} AS p95 FROM executions WHERE {filter}) s \
+         WHERE procs.p IS NOT NULL AND s.runs > 0 ORDER BY 1",
+        p50 = pick(0.5),
+        p95 = pick(0.95),
+    );
+    c.transaction(|c| {
+        diesel::sql_query("SET LOCAL jit = off").execute(c)?;
+        let by_bucket = diesel::sql_query(by_bucket)
+            .bind::<Timestamp, _>(since)
+            .bind::<Timestamp, _>(until);
+        let by_proc = diesel::sql_query(by_proc)
+            .bind::<Timestamp, _>(since)
+            .bind::<Timestamp, _>(until);
+        Ok(match visible_to {
+            Some((procs, user)) => (
+                by_bucket
+                    .bind::<Array<Text>, _>(procs)
+                    .bind::<Text, _>(user)
+                    .load(c)?,
+                by_proc
+                    .bind::<Array<Text>, _>(procs)
+                    .bind::<Text, _>(user)
+                    .load(c)?,
+            ),
+            None => (by_bucket.load(c)?, by_proc.load(c)?),
+        })
+    })
+}
+
+/// SQLite: per proc, a covering range scan of `executions_stats`; counted and sorted
+/// here.
+fn sqlite_stats(
+    c: &mut diesel::SqliteConnection,
+    since: NaiveDateTime,
+    until: NaiveDateTime,
+    bucket: Bucket,
+    visible_to: &Option<(Vec<String>, String)>,
+) -> Result<(Counts, Vec<ProcStats>), diesel::result::Error> {
+    let statuses = final_list();
+    let width_ms = bucket.width().num_milliseconds();
+    let buckets = ((until - since).num_milliseconds() / width_ms).max(1);
+    let sql = sqlite_runs(&sqlite_filter(visible_to.is_some()));
+    let visible = visible_to
+        .as_ref()
+        .map(|(procs, user)| (serde_json::to_string(procs).expect("names serialize"), user));
+    let names: Vec<ProcName> = diesel::sql_query(format!(
+        "{PROC_NAMES} SELECT p FROM procs WHERE p IS NOT NULL"
+    ))
+    .load(c)?;
+    // (bucket, status) → runs, over every proc.
+    let mut grid = vec![0i64; buckets as usize * statuses.len()];
+    let mut procs = Vec::new();
+    let mut secs = Vec::new();
+    for ProcName { p } in names {
+        let query = diesel::sql_query(&sql)
+            .bind::<Timestamp, _>(since)
+            .bind::<Timestamp, _>(until)
+            .bind::<Text, _>(&p);
+        let rows: Vec<RunRow> = match &visible {
+            Some((procs, user)) => query
+                .bind::<Text, _>(procs)
+                .bind::<Text, _>(*user)
+                .load(c)?,
+            None => query.load(c)?,
+        };
+        if rows.is_empty() {
+            continue;
+        }
+        secs.clear();
+        let mut succeeded = 0;
+        for row in &rows {
+            let status = row.status as usize;
+            // A time a hair before `until` may round up to it: the last bucket.
+            let index = (row.offset_ms.div_euclid(width_ms)).clamp(0, buckets - 1) as usize;
+            grid[index * statuses.len() + status] += 1;
+            if statuses[status] == Status::Succeeded.as_str() {
+                succeeded += 1;
+            }
+            secs.extend(row.secs);
+        }
+        secs.sort_unstable_by(f64::total_cmp);
+        let runs = rows.len() as i64;
+        procs.push(ProcStats {
+            proc: p,
+            runs,
+            succeeded,
+            failed: runs - succeeded,
+            success_rate: succeeded as f64 / runs as f64,
+            p50_seconds: to_millis(percentile(&secs, 0.5)),
+            p95_seconds: to_millis(percentile(&secs, 0.95)),
+        });
+    }
+    let mut counts = Counts::new();
+    for (i, runs) in grid.into_iter().enumerate() {
+        if runs > 0 {
+            let start = since + bucket.width() * (i / statuses.len()) as i32;
+            counts
+                .entry(start)
+                .or_default()
+                .insert(statuses[i % statuses.len()].to_string(), runs);
+        }
+    }
+    Ok((counts, procs))
 }
 
 impl ExecutionStore {
@@ -237,78 +410,33 @@ impl ExecutionStore {
                     bucket,
                     visible_to,
                 } = query;
-                let truncate = bucket.truncate(conn);
-                let (bucket_rows, proc_rows): (Vec<BucketRow>, Vec<ProcRow>) = match conn {
+                let (mut counts, procs) = match conn {
                     DbConnection::Postgresql(c) => {
-                        let filter = pg_filter(visible_to.is_some());
-                        let by_bucket = format!(
-                            "SELECT {truncate} AS start, status, count(*) AS runs \
-                             FROM executions WHERE {filter} GROUP BY 1, 2"
-                        );
-                        // Materialized: read by the range (its index, or a scan when the
-                        // range is most of the table), then sorted by proc. Otherwise the
-                        // planner may walk the (proc_name, created_at) index for its
-                        // order and visit the table at random: 5.0 s instead of 2.6 s
-                        // for 30 days of 1,000,000 runs here.
-                        let by_proc = format!(
-                            "WITH runs AS MATERIALIZED (SELECT proc_name, status, \
-                             EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS secs \
-                             FROM executions WHERE {filter}) \
-                             SELECT proc_name, count(*) AS runs, \
-                             count(*) FILTER (WHERE status = 'SUCCEEDED') AS succeeded, \
-                             percentile_cont(0.5) WITHIN GROUP (ORDER BY secs) AS p50, \
-                             percentile_cont(0.95) WITHIN GROUP (ORDER BY secs) AS p95 \
-                             FROM runs GROUP BY proc_name ORDER BY proc_name"
-                        );
-                        let by_bucket = diesel::sql_query(by_bucket)
-                            .bind::<Timestamp, _>(since)
-                            .bind::<Timestamp, _>(until);
-                        let by_proc = diesel::sql_query(by_proc)
-                            .bind::<Timestamp, _>(since)
-                            .bind::<Timestamp, _>(until);
-                        match &visible_to {
-                            Some((procs, user)) => (
-                                by_bucket
-                                    .bind::<Array<Text>, _>(procs)
-                                    .bind::<Text, _>(user)
-                                    .load(c)?,
-                                by_proc
-                                    .bind::<Array<Text>, _>(procs)
-                                    .bind::<Text, _>(user)
-                                    .load(c)?,
-                            ),
-                            None => (by_bucket.load(c)?, by_proc.load(c)?),
+                        let (bucket_rows, proc_rows) =
+                            pg_stats(c, since, until, bucket, &visible_to)?;
+                        let mut counts = Counts::new();
+                        for row in bucket_rows {
+                            *counts
+                                .entry(row.start)
+                                .or_default()
+                                .entry(row.status)
+                                .or_default() += row.runs;
                         }
+                        let procs = proc_rows
+                            .into_iter()
+                            .map(|row| ProcStats {
+                                failed: row.runs - row.succeeded,
+                                success_rate: row.succeeded as f64 / row.runs.max(1) as f64,
+                                p50_seconds: to_millis(row.p50),
+                                p95_seconds: to_millis(row.p95),
+                                proc: row.proc_name,
+                                runs: row.runs,
+                                succeeded: row.succeeded,
+                            })
+                            .collect::<Vec<_>>();
+                        (counts, procs)
                     }
-                    DbConnection::Sqlite(c) => {
-                        let filter = sqlite_filter(visible_to.is_some());
-                        let by_bucket = format!(
-                            "SELECT {truncate} AS start, status, COUNT(*) AS runs \
-                             FROM executions WHERE {filter} GROUP BY 1, 2"
-                        );
-                        let by_bucket = diesel::sql_query(by_bucket)
-                            .bind::<Timestamp, _>(since)
-                            .bind::<Timestamp, _>(until);
-                        let by_proc = diesel::sql_query(sqlite_procs(&filter))
-                            .bind::<Timestamp, _>(since)
-                            .bind::<Timestamp, _>(until);
-                        match &visible_to {
-                            Some((procs, user)) => {
-                                let procs = serde_json::to_string(procs).expect("names serialize");
-                                (
-                                    by_bucket
-                                        .bind::<Text, _>(&procs)
-                                        .bind::<Text, _>(user)
-                                        .load(c)?,
-                                    by_proc
-                                        .bind::<Text, _>(&procs)
-                                        .bind::<Text, _>(user)
-                                        .load(c)?,
-                                )
-                            }
-                            None => (by_bucket.load(c)?, by_proc.load(c)?),
-                        }
-                    }
+                    DbConnection::Sqlite(c) => sqlite_stats(c, since, until, bucket, &visible_to)?,
                 };
                 let open = Status::unfinished_names();
                 let running: i64 = with_backend!(conn, |c| {
@@ -325,14 +453,6 @@ impl ExecutionStore {
                     count.count().get_result(c)?
                 });
 
-                let mut counts: BTreeMap<NaiveDateTime, BTreeMap<String, i64>> = BTreeMap::new();
-                for row in bucket_rows {
-                    *counts
-                        .entry(row.start)
-                        .or_default()
-                        .entry(row.status)
-                        .or_default() += row.runs;
-                }
                 let mut buckets = Vec::new();
                 let mut start = since;
                 while start < until {
@@ -342,18 +462,6 @@ impl ExecutionStore {
                     });
                     start += bucket.width();
                 }
-                let procs = proc_rows
-                    .into_iter()
-                    .map(|row| ProcStats {
-                        failed: row.runs - row.succeeded,
-                        success_rate: row.succeeded as f64 / row.runs.max(1) as f64,
-                        p50_seconds: to_millis(row.p50),
-                        p95_seconds: to_millis(row.p95),
-                        proc: row.proc_name,
-                        runs: row.runs,
-                        succeeded: row.succeeded,
-                    })
-                    .collect();
                 Ok(Stats {
                     buckets,
                     procs,
