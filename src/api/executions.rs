@@ -351,17 +351,23 @@ pub async fn stored_logs(
         state.stores.logs.last_seq(&execution.id)
     )?;
     let last = lines.last().map_or(after, |l| l.seq);
-    let mut body = String::with_capacity(lines.iter().map(|l| l.line.len() + 1).sum());
-    for line in &lines {
-        body.push_str(&line.line);
-        body.push('\n');
-    }
+    let body = as_text(&lines);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; charset=utf-8")
         .insert_header(("Proctor-Last-Seq", last.to_string()))
         .insert_header(("Proctor-Stored-Lines", stored.to_string()))
         .insert_header(("Proctor-Status", execution.status.as_str()))
         .body(body))
+}
+
+/// Stored lines as the text the log routes answer with: each followed by a newline.
+fn as_text(lines: &[crate::store::StoredLine]) -> String {
+    let mut text = String::with_capacity(lines.iter().map(|l| l.line.len() + 1).sum());
+    for line in lines {
+        text.push_str(&line.line);
+        text.push('\n');
+    }
+    text
 }
 
 /// The whole stored log after `after`, read a page at a time as the client takes it.
@@ -381,12 +387,7 @@ fn download(state: &ApiState, execution: Execution, after: i64) -> HttpResponse 
                 return Ok(None);
             }
             let next = (lines.len() as i64 == DOWNLOAD_PAGE).then(|| lines[lines.len() - 1].seq);
-            let mut chunk = String::with_capacity(lines.iter().map(|l| l.line.len() + 1).sum());
-            for line in &lines {
-                chunk.push_str(&line.line);
-                chunk.push('\n');
-            }
-            Ok::<_, std::io::Error>(Some((web::Bytes::from(chunk), next)))
+            Ok::<_, std::io::Error>(Some((web::Bytes::from(as_text(&lines)), next)))
         }
     });
     HttpResponse::Ok()

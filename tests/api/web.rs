@@ -20,7 +20,7 @@ fn session_cookie(headers: &HeaderMap) -> String {
         .expect("a sign-in sets a cookie")
         .to_str()
         .unwrap();
-    set.split(';').next().unwrap().to_owned()
+    session_cookie_from(set)
 }
 
 async fn sign_in(app: &TestApp, who: &Caller) -> String {
