@@ -18,6 +18,17 @@ pub struct User {
     pub groups: Vec<String>,
 }
 
+/// A user's groups, sorted, on either backend's connection `c`.
+macro_rules! groups_of {
+    ($c:expr, $email:expr) => {
+        user_groups::table
+            .filter(user_groups::user_email.eq($email))
+            .select(user_groups::group_name)
+            .order(user_groups::group_name)
+            .load::<String>($c)
+    };
+}
+
 #[derive(Clone)]
 pub struct UserStore {
     db: Db,
@@ -188,15 +199,7 @@ impl UserStore {
                         .first(c)
                         .optional()?;
                     match token {
-                        Some((id, is_admin)) => Some((
-                            id,
-                            is_admin,
-                            user_groups::table
-                                .filter(user_groups::user_email.eq(&email))
-                                .select(user_groups::group_name)
-                                .order(user_groups::group_name)
-                                .load::<String>(c)?,
-                        )),
+                        Some((id, is_admin)) => Some((id, is_admin, groups_of!(c, &email)?)),
                         None => None,
                     }
                 });
@@ -270,11 +273,7 @@ impl UserStore {
                         .optional()?;
                     match user {
                         Some((email, is_admin)) => {
-                            let groups = user_groups::table
-                                .filter(user_groups::user_email.eq(&email))
-                                .select(user_groups::group_name)
-                                .order(user_groups::group_name)
-                                .load::<String>(c)?;
+                            let groups = groups_of!(c, &email)?;
                             Some(User {
                                 email,
                                 is_admin,
