@@ -118,7 +118,12 @@ fn secured(mut response: actix_web::HttpResponseBuilder) -> actix_web::HttpRespo
 }
 
 async fn page() -> HttpResponse {
-    secured(HttpResponse::Ok())
+    page_with(HttpResponse::Ok())
+}
+
+/// The console's page, never cached, with `status`.
+fn page_with(status: actix_web::HttpResponseBuilder) -> HttpResponse {
+    secured(status)
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .body(PAGE.as_str())
@@ -137,12 +142,7 @@ pub fn not_found_page(req: &HttpRequest) -> Option<HttpResponse> {
     let api = ["/api/", "/jobs/", "/assets/", "/docs/"]
         .iter()
         .any(|prefix| path.starts_with(prefix));
-    (wants_page && !api).then(|| {
-        secured(HttpResponse::NotFound())
-            .content_type("text/html; charset=utf-8")
-            .insert_header((header::CACHE_CONTROL, "no-cache"))
-            .body(PAGE.as_str())
-    })
+    (wants_page && !api).then(|| page_with(HttpResponse::NotFound()))
 }
 
 async fn asset(req: HttpRequest, file: web::Path<String>) -> HttpResponse {
