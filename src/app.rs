@@ -99,6 +99,8 @@ impl Application {
             auth: settings.auth,
             min_client_version: settings.min_client_version.clone(),
             console_session: settings.console_session,
+            brake: api::brake::Brake::new(),
+            trust_forwarded_for: settings.trust_forwarded_for,
         });
         let max_request_bytes = settings.max_request_bytes;
         let server = HttpServer::new(move || {

@@ -150,6 +150,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub auth: AuthMode,
     pub max_request_bytes: usize,
+    /// Whether a client's address (audit log, brake on bad tokens) is read from the
+    /// `Forwarded` / `X-Forwarded-For` headers of a reverse proxy.
+    pub trust_forwarded_for: bool,
     pub database: DatabaseSettings,
     pub redis: Option<RedisSettings>,
     /// The AES-256-GCM key that seals secrets; `None` in the embedded mode means
@@ -227,43 +230,60 @@ impl Raw {
 impl Settings {
     /// Reads the defaults, the environment's file and the process environment.
     pub fn load() -> Result<Self, SettingsError> {
-        let environment = std::env::var("PROCTOR_ENVIRONMENT").unwrap_or_default();
-        let config_dir = std::env::var("PROCTOR_CONFIG_DIR").unwrap_or_else(|_| "config".into());
-        let mut builder = config::Config::builder()
-            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
-        if !environment.is_empty() {
-            let file = Path::new(&config_dir).join(format!("{environment}.toml"));
-            builder = builder.add_source(config::File::from(file).required(false));
-        }
-        let env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("PROCTOR_") && !META_VARIABLES.contains(&k.as_str()))
-            .collect();
-        for (key, value) in &env {
-            let key = key.trim_start_matches("PROCTOR_").to_ascii_lowercase();
-            builder = builder
-                .set_override(key, value.clone())
-                .expect("a string override is always accepted");
-        }
-        let merged = builder.build().map_err(|e| SettingsError {
-            variable: format!("{config_dir}/{environment}.toml"),
-            message: e.to_string(),
-        })?;
-        let table = merged
-            .try_deserialize::<HashMap<String, config::Value>>()
-            .map_err(|e| SettingsError {
-                variable: "configuration".into(),
-                message: e.to_string(),
-            })?;
-        let mut values = HashMap::new();
-        for (key, value) in table {
-            let text = value.clone().into_string().map_err(|_| {
-                SettingsError::new(&key, "expected a single value, not a table or list")
-            })?;
-            values.insert(key, text);
-        }
-        Self::from_raw(values)
+        Self::from_raw(merged_values()?)
     }
 
+    /// Only the database settings, for the admin commands (`proctord migrate`, `user`,
+    /// `token`): they neither need nor check the rest (no secrets key, no Redis).
+    pub fn load_database() -> Result<DatabaseSettings, SettingsError> {
+        let raw = Raw {
+            values: merged_values()?,
+            read: RefCell::default(),
+        };
+        read_database(&raw, &read_data_dir(&raw)?)
+    }
+}
+
+/// The defaults, the environment's file and the `PROCTOR_*` variables, merged.
+fn merged_values() -> Result<HashMap<String, String>, SettingsError> {
+    let environment = std::env::var("PROCTOR_ENVIRONMENT").unwrap_or_default();
+    let config_dir = std::env::var("PROCTOR_CONFIG_DIR").unwrap_or_else(|_| "config".into());
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+    if !environment.is_empty() {
+        let file = Path::new(&config_dir).join(format!("{environment}.toml"));
+        builder = builder.add_source(config::File::from(file).required(false));
+    }
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("PROCTOR_") && !META_VARIABLES.contains(&k.as_str()))
+        .collect();
+    for (key, value) in &env {
+        let key = key.trim_start_matches("PROCTOR_").to_ascii_lowercase();
+        builder = builder
+            .set_override(key, value.clone())
+            .expect("a string override is always accepted");
+    }
+    let merged = builder.build().map_err(|e| SettingsError {
+        variable: format!("{config_dir}/{environment}.toml"),
+        message: e.to_string(),
+    })?;
+    let table = merged
+        .try_deserialize::<HashMap<String, config::Value>>()
+        .map_err(|e| SettingsError {
+            variable: "configuration".into(),
+            message: e.to_string(),
+        })?;
+    let mut values = HashMap::new();
+    for (key, value) in table {
+        let text = value.clone().into_string().map_err(|_| {
+            SettingsError::new(&key, "expected a single value, not a table or list")
+        })?;
+        values.insert(key, text);
+    }
+    Ok(values)
+}
+
+impl Settings {
     /// The defaults overlaid with `overrides` (keys as in the TOML file: `app_port`).
     /// Tests and tools use this; it never reads the process environment.
     pub fn from_overrides<'a>(
@@ -320,10 +340,7 @@ impl Settings {
             "log_format",
             &[("text", LogFormat::Text), ("json", LogFormat::Json)],
         )?;
-        let data_dir = PathBuf::from(raw.get("data_dir"));
-        if data_dir.as_os_str().is_empty() {
-            return Err(SettingsError::new("data_dir", "must not be empty"));
-        }
+        let data_dir = read_data_dir(raw)?;
         let max_request_bytes: usize = raw.parse("max_request_bytes", "a number of bytes")?;
         if max_request_bytes < 1024 {
             return Err(SettingsError::new(
@@ -503,6 +520,15 @@ impl Settings {
             data_dir,
             auth,
             max_request_bytes,
+            trust_forwarded_for: raw.one_of(
+                "trust_forwarded_for",
+                &[
+                    ("false", false),
+                    ("true", true),
+                    ("off", false),
+                    ("on", true),
+                ],
+            )?,
             database,
             redis,
             secrets_key,
@@ -577,6 +603,14 @@ pub fn parse_version(text: &str) -> Option<semver::Version> {
         .next()
         .is_none()
         .then(|| semver::Version::new(major, minor, patch))
+}
+
+fn read_data_dir(raw: &Raw) -> Result<PathBuf, SettingsError> {
+    let data_dir = PathBuf::from(raw.get("data_dir"));
+    if data_dir.as_os_str().is_empty() {
+        return Err(SettingsError::new("data_dir", "must not be empty"));
+    }
+    Ok(data_dir)
 }
 
 fn read_database(raw: &Raw, data_dir: &Path) -> Result<DatabaseSettings, SettingsError> {

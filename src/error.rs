@@ -46,6 +46,7 @@ pub enum ErrorKind {
     Conflict,
     PayloadTooLarge,
     UnsupportedMediaType,
+    TooManyRequests,
     ServiceUnavailable,
     Internal,
 }
@@ -61,6 +62,7 @@ impl ErrorKind {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,6 +80,8 @@ pub struct ApiError {
     /// What went wrong underneath, logged, never sent.
     #[source]
     pub cause: Option<anyhow::Error>,
+    /// Seconds for a `Retry-After` header (429 and 503 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -87,6 +91,7 @@ impl ApiError {
             message: message.into(),
             detail: None,
             cause: None,
+            retry_after: None,
         }
     }
 
@@ -108,6 +113,11 @@ impl ApiError {
 
     pub fn with_detail(mut self, detail: impl Into<Value>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 
@@ -137,7 +147,11 @@ impl ResponseError for ApiError {
                 None => tracing::error!("{}", self.message),
             }
         }
-        HttpResponse::build(status).json(self.body())
+        let mut response = HttpResponse::build(status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(self.body())
     }
 }
 
@@ -153,6 +167,10 @@ impl From<StoreError> for ApiError {
                 "Redis is unavailable; try again shortly",
             ),
             StoreError::NotFound => (ErrorKind::NotFound, "not found"),
+            StoreError::Conflict(message) => {
+                return ApiError::new(ErrorKind::Conflict, message.clone());
+            }
+            StoreError::Invalid(message) => return ApiError::bad_request(message.clone()),
             _ => (
                 ErrorKind::Internal,
                 "internal error; the server log has the cause",

@@ -111,6 +111,8 @@ pub mod names {
     pub const DB_POOL_CONNECTIONS: &str = "proctor_db_pool_connections";
     pub const LEASE_BEAT: &str = "proctor_lease_beat_seconds";
     pub const RUNS_TAKEN_OVER: &str = "proctor_runs_taken_over_total";
+    pub const REFUSED_CREDENTIALS: &str = "proctor_refused_credentials_total";
+    pub const AUDIT_WRITE_FAILURES: &str = "proctor_audit_write_failures_total";
 }
 
 fn describe_metrics() {
@@ -152,6 +154,14 @@ fn describe_metrics() {
     );
     describe_counter!(MAILS, "Notification mails, by result (sent, failed)");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by method, route and status");
+    describe_counter!(
+        REFUSED_CREDENTIALS,
+        "Bad or expired tokens refused (headers and console sign-ins)"
+    );
+    describe_counter!(
+        AUDIT_WRITE_FAILURES,
+        "Changes made whose audit record could not be written after retries"
+    );
     describe_gauge!(
         DB_POOL_CONNECTIONS,
         "Database pool connections, by state (idle, in_use)"

@@ -4,6 +4,7 @@
 //! PROCTOR_MIN_CLIENT_VERSION.
 
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 
 use actix_web::body::MessageBody;
@@ -13,8 +14,9 @@ use actix_web::{FromRequest, HttpRequest, web};
 
 use super::ApiState;
 use crate::config::AuthMode;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::model::{Email, ProcMetadata};
+use crate::store::TokenCheck;
 
 pub const EMAIL_HEADER: &str = "Email-Id";
 pub const TOKEN_HEADER: &str = "Access-Token";
@@ -28,6 +30,8 @@ pub struct Caller {
     pub email: String,
     pub is_admin: bool,
     pub groups: Vec<String>,
+    /// Where the request came from (for the audit log and the brake on bad tokens).
+    pub address: Option<IpAddr>,
 }
 
 impl Caller {
@@ -84,12 +88,14 @@ impl FromRequest for Caller {
             let state = req
                 .app_data::<web::Data<ApiState>>()
                 .expect("ApiState is registered by app.rs");
+            let address = client_address(&req, state.trust_forwarded_for);
             let email = header(&req, EMAIL_HEADER)?;
             if state.auth == AuthMode::Off {
                 return Ok(Caller {
                     email: email.unwrap_or("anonymous@localhost").to_owned(),
                     is_admin: true,
                     groups: Vec::new(),
+                    address,
                 });
             }
             let token = header(&req, TOKEN_HEADER)?;
@@ -98,11 +104,7 @@ impl FromRequest for Caller {
                 && let Some(cookie) = req.cookie(SESSION_COOKIE)
             {
                 return match state.stores.users.session(cookie.value()).await? {
-                    Some(user) => Ok(Caller {
-                        email: user.email,
-                        is_admin: user.is_admin,
-                        groups: user.groups,
-                    }),
+                    Some(user) => Ok(Caller::new(user, address)),
                     None => Err(ApiError::unauthorized(
                         "your console session has ended: sign in again",
                     )),
@@ -114,20 +116,95 @@ impl FromRequest for Caller {
                      (an admin creates a token with `proctord token create EMAIL`)"
                 )));
             };
-            let email = Email::parse(email)
-                .map_err(|e| ApiError::unauthorized(format!("{EMAIL_HEADER}: {e}")))?;
-            match state.stores.users.authenticate(&email, token).await? {
-                Some(user) => Ok(Caller {
-                    email: user.email,
-                    is_admin: user.is_admin,
-                    groups: user.groups,
-                }),
-                None => Err(ApiError::unauthorized(format!(
-                    "the {TOKEN_HEADER} is not valid for {email}"
-                ))),
-            }
+            let user = check_token(&state, address, email, token).await?;
+            Ok(Caller::new(user, address))
         })
     }
+}
+
+impl Caller {
+    fn new(user: crate::store::User, address: Option<IpAddr>) -> Self {
+        Caller {
+            email: user.email,
+            is_admin: user.is_admin,
+            groups: user.groups,
+            address,
+        }
+    }
+}
+
+/// The client's address: the peer's, or with PROCTOR_TRUST_FORWARDED_FOR the one a
+/// reverse proxy names in `Forwarded` / `X-Forwarded-For`.
+pub fn client_address(req: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for && let Some(text) = req.connection_info().realip_remote_addr() {
+        let text = text.trim();
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Some(ip);
+        }
+        if let Ok(socket) = text.parse::<std::net::SocketAddr>() {
+            return Some(socket.ip());
+        }
+        // `[::1]` without a port
+        if let Ok(ip) = text.trim_matches(['[', ']']).parse::<IpAddr>() {
+            return Some(ip);
+        }
+    }
+    req.peer_addr().map(|a| a.ip())
+}
+
+/// Checks an e-mail and access token (headers or console sign-in) behind the brake on
+/// guessing ([`super::brake`]): 429 while the address is blocked, 401 for a bad or
+/// expired token, else the user.
+pub async fn check_token(
+    state: &ApiState,
+    address: Option<IpAddr>,
+    email: &str,
+    token: &str,
+) -> Result<crate::store::User, ApiError> {
+    check_brake(state, address)?;
+    let refused = |message: String| refuse(state, address, message);
+    let email = match Email::parse(email) {
+        Ok(email) => email,
+        Err(e) => return Err(refused(format!("{EMAIL_HEADER}: {e}"))),
+    };
+    match state.stores.users.authenticate(&email, token).await? {
+        TokenCheck::Valid(user) => Ok(user),
+        TokenCheck::Expired { name, at } => Err(refused(format!(
+            "the access token {name:?} of {email} expired at {}: an admin creates a new one with `proctord token create {email}`",
+            at.and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ))),
+        TokenCheck::Invalid => Err(refused(format!(
+            "the {TOKEN_HEADER} is not valid for {email}"
+        ))),
+    }
+}
+
+/// 429 while `address` is blocked by the brake on bad credentials.
+pub fn check_brake(state: &ApiState, address: Option<IpAddr>) -> Result<(), ApiError> {
+    match address {
+        Some(address) => state.brake.check(address).map_err(too_many_failures),
+        None => Ok(()),
+    }
+}
+
+/// The answer to refused credentials: 401 with `message`, or 429 when this failure
+/// makes the brake block the address. Counted and logged (never with the token).
+pub fn refuse(state: &ApiState, address: Option<IpAddr>, message: String) -> ApiError {
+    crate::api::metrics::count_refused_credentials();
+    tracing::info!(address = ?address, "credentials refused: {message}");
+    match address.and_then(|a| state.brake.failed(a)) {
+        Some(seconds) => too_many_failures(seconds),
+        None => ApiError::unauthorized(message),
+    }
+}
+
+fn too_many_failures(seconds: u64) -> ApiError {
+    ApiError::new(
+        ErrorKind::TooManyRequests,
+        format!("too many bad credentials from your address: try again in {seconds} s"),
+    )
+    .with_retry_after(seconds)
 }
 
 /// Middleware: a client older than PROCTOR_MIN_CLIENT_VERSION gets the original's 400.

@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
-use super::{executions, health, logs, metrics, procs, schedules, secrets, session, stats};
+use super::{audit, executions, health, logs, metrics, procs, schedules, secrets, session, stats};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,6 +44,7 @@ use super::{executions, health, logs, metrics, procs, schedules, secrets, sessio
         session::sign_out,
         schedules::preview,
         stats::overview,
+        audit::list,
     ),
     components(schemas(crate::error::ErrorBody, crate::model::Status)),
     modifiers(&Credentials, &UniqueOperationIds),
@@ -54,6 +55,7 @@ use super::{executions, health, logs, metrics, procs, schedules, secrets, sessio
         (name = "schedules", description = "Run procs on a cron schedule"),
         (name = "health", description = "Probes and metrics"),
         (name = "console", description = "The web console's sign-in (a session cookie)"),
+        (name = "audit", description = "Who changed what, when and from where (admins)"),
     )
 )]
 pub struct ApiDoc;

@@ -430,5 +430,14 @@ pub async fn cancel(
         })
         .await
         .map_err(DispatchError::from)??;
+    super::audit::by(
+        &state,
+        &caller,
+        "execution.cancelled",
+        "execution",
+        &execution.name,
+        serde_json::json!({"proc_name": execution.proc_name}),
+    )
+    .await;
     Ok(HttpResponse::Ok().json(execution))
 }

@@ -34,3 +34,8 @@ pub async fn count_requests(
     metrics::counter!(names::HTTP_REQUESTS, "method" => method, "route" => route, "status" => status).increment(1);
     Ok(response)
 }
+
+/// One more refused credential (see `auth::check_token`).
+pub fn count_refused_credentials() {
+    metrics::counter!(names::REFUSED_CREDENTIALS).increment(1);
+}

@@ -7,7 +7,9 @@ use crate::actors::Actors;
 use crate::config::AuthMode;
 use crate::store::Stores;
 
+pub mod audit;
 pub mod auth;
+pub mod brake;
 pub mod docs;
 pub mod executions;
 pub mod health;
@@ -29,6 +31,10 @@ pub struct ApiState {
     pub min_client_version: Option<semver::Version>,
     /// How long a console sign-in lasts.
     pub console_session: std::time::Duration,
+    /// The brake on repeated bad credentials from one address.
+    pub brake: brake::Brake,
+    /// Whether the client's address is read from `Forwarded` / `X-Forwarded-For`.
+    pub trust_forwarded_for: bool,
 }
 
 /// Every route of the API, in one table.
@@ -96,6 +102,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 // Before any `/schedules/{id}` route, which would take `preview` for an id.
                 .service(resource("/schedules/preview").route(web::get().to(schedules::preview)))
                 .service(resource("/stats").route(web::get().to(stats::overview)))
+                .service(resource("/audit").route(web::get().to(audit::list)))
                 .service(resource("/executions").route(web::get().to(executions::list)))
                 .service(resource("/executions/{name}").route(web::get().to(executions::describe)))
                 .service(

@@ -89,13 +89,58 @@ pub async fn register(
             pair[0]
         )));
     }
+    let before: Vec<ProcMetadata> = match procs.as_slice() {
+        [one] => state
+            .stores
+            .procs
+            .get(&one.name)
+            .await?
+            .into_iter()
+            .collect(),
+        _ => state.stores.procs.list().await?,
+    };
     state.stores.procs.upsert(procs.clone()).await?;
     tracing::info!(by = %caller.email, procs = ?procs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), "procs registered");
+    for proc in &procs {
+        let after = serde_json::to_value(proc).unwrap_or_default();
+        let (action, details) = match before.iter().find(|p| p.name == proc.name) {
+            None => ("proc.registered", json!({"metadata": after})),
+            Some(old) => {
+                let changed = changes(&serde_json::to_value(old).unwrap_or_default(), &after);
+                if changed.is_empty() {
+                    continue;
+                }
+                ("proc.updated", json!({"changed": changed}))
+            }
+        };
+        super::audit::by(&state, &caller, action, "proc", proc.name.as_str(), details).await;
+    }
     Ok(if many {
         HttpResponse::Created().json(&procs)
     } else {
         HttpResponse::Created().json(&procs[0])
     })
+}
+
+/// What differs between two JSON objects, field by field: `{field: {from, to}}`.
+pub fn changes(before: &Value, after: &Value) -> serde_json::Map<String, Value> {
+    let empty = serde_json::Map::new();
+    let before = before.as_object().unwrap_or(&empty);
+    let after = after.as_object().unwrap_or(&empty);
+    let mut keys: Vec<&String> = before.keys().chain(after.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (from, to) = (before.get(key), after.get(key));
+            (from != to).then(|| {
+                (
+                    key.clone(),
+                    json!({"from": from.cloned().unwrap_or(Value::Null), "to": to.cloned().unwrap_or(Value::Null)}),
+                )
+            })
+        })
+        .collect()
 }
 
 /// `GET /jobs/metadata`: the procs the caller may see, by name.
@@ -183,5 +228,14 @@ pub async fn remove(
         return Err(ApiError::not_found(format!("no proc named {name}")));
     }
     tracing::info!(by = %caller.email, proc = %name, "proc removed");
+    super::audit::by(
+        &state,
+        &caller,
+        "proc.deleted",
+        "proc",
+        name.as_str(),
+        json!({}),
+    )
+    .await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -149,6 +149,24 @@ pub async fn create(
         })?;
     reload(&state, &created.id);
     tracing::info!(schedule = %created.id, proc = %created.proc_name, time = %created.cron, by = %caller.email, "schedule created");
+    super::audit::by(
+        &state,
+        &caller,
+        "schedule.created",
+        "schedule",
+        &created.id,
+        json!({
+            "proc_name": created.proc_name,
+            "time": created.cron,
+            "time_zone": created.time_zone,
+            "args": created.args,
+            "group_name": created.group_name,
+            "tags": created.tags,
+            "notification_emails": created.notification_emails,
+            "concurrency_policy": created.concurrency_policy,
+        }),
+    )
+    .await;
     Ok(HttpResponse::Created().json(present(&created)))
 }
 
@@ -326,6 +344,15 @@ pub async fn remove(
     state.stores.schedules.delete(&schedule.id).await?;
     reload(&state, &schedule.id);
     tracing::info!(schedule = %schedule.id, by = %caller.email, "schedule removed");
+    super::audit::by(
+        &state,
+        &caller,
+        "schedule.deleted",
+        "schedule",
+        &schedule.id,
+        json!({"proc_name": schedule.proc_name, "time": schedule.cron}),
+    )
+    .await;
     Ok(HttpResponse::Ok()
         .json(json!({"id": schedule.id, "message": format!("schedule {} removed", schedule.id)})))
 }
@@ -344,6 +371,22 @@ async fn set_enabled(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no schedule with id {}", schedule.id)))?;
     reload(&state, &updated.id);
+    if schedule.enabled != enabled {
+        let action = if enabled {
+            "schedule.enabled"
+        } else {
+            "schedule.disabled"
+        };
+        super::audit::by(
+            &state,
+            &caller,
+            action,
+            "schedule",
+            &updated.id,
+            json!({"proc_name": updated.proc_name}),
+        )
+        .await;
+    }
     Ok(HttpResponse::Ok().json(present(&updated)))
 }
 

@@ -104,8 +104,18 @@ pub async fn set(
     if state.stores.procs.get(&name).await?.is_none() {
         return Err(ApiError::not_found(format!("no proc named {name}")));
     }
+    let given: Vec<String> = secrets.keys().map(|k| k.to_string()).collect();
     let names = state.stores.secrets.put(&name, secrets).await?;
     tracing::info!(by = %caller.email, proc = %name, secrets = ?names, "secrets set");
+    super::audit::by(
+        &state,
+        &caller,
+        "secrets.set",
+        "secret",
+        name.as_str(),
+        serde_json::json!({"names": given}),
+    )
+    .await;
     Ok(HttpResponse::Created().json(SecretNames {
         job_name: name.to_string(),
         secret_names: names,
@@ -159,7 +169,17 @@ pub async fn remove(
     if state.stores.procs.get(&name).await?.is_none() {
         return Err(ApiError::not_found(format!("no proc named {name}")));
     }
+    let before = state.stores.secrets.names(&name).await?;
     let removed = state.stores.secrets.delete(&name).await?;
     tracing::info!(by = %caller.email, proc = %name, removed, "secrets removed");
+    super::audit::by(
+        &state,
+        &caller,
+        "secrets.removed",
+        "secret",
+        name.as_str(),
+        serde_json::json!({"names": before}),
+    )
+    .await;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -9,10 +9,11 @@ use actix_web::{FromRequest as _, HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::ApiState;
-use super::auth::{Caller, SESSION_COOKIE};
+use super::auth::{Caller, SESSION_COOKIE, check_brake, client_address, refuse};
 use crate::config::AuthMode;
 use crate::error::{ApiError, ErrorBody, ErrorKind};
 use crate::model::Email;
+use crate::store::users::SessionStart;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SignIn {
@@ -82,21 +83,52 @@ pub async fn sign_in(
             "authentication is off on this server: there is nothing to sign in to",
         ));
     }
+    let address = client_address(&req, state.trust_forwarded_for);
+    check_brake(&state, address)?;
     let email = Email::parse(body.email.trim())
         .map_err(|e| ApiError::bad_request(format!("email: {e}")))?;
     let length = chrono::Duration::from_std(state.console_session)
         .map_err(|_| ApiError::bad_request("the console session length is out of range"))?;
-    let Some((user, secret, expires)) = state
+    let (user, secret, expires) = match state
         .stores
         .users
         .start_session(&email, body.token.trim(), length)
         .await?
-    else {
-        tracing::info!(email = %email, "console sign-in refused");
-        return Err(ApiError::unauthorized(format!(
-            "that access token is not valid for {email}"
-        )));
+    {
+        SessionStart::Started {
+            user,
+            secret,
+            expires,
+        } => (user, secret, expires),
+        SessionStart::Expired { name, at } => {
+            return Err(refuse(
+                &state,
+                address,
+                format!(
+                    "that access token ({name:?}) expired at {}: an admin creates a new one with `proctord token create {email}`",
+                    at.and_utc()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            ));
+        }
+        SessionStart::Invalid => {
+            return Err(refuse(
+                &state,
+                address,
+                format!("that access token is not valid for {email}"),
+            ));
+        }
     };
+    super::audit::record(
+        &state,
+        &user.email,
+        address,
+        "session.started",
+        "session",
+        &user.email,
+        serde_json::json!({"expires_at": expires.and_utc().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}),
+    )
+    .await;
     tracing::info!(email = %user.email, "signed in to the console");
     let max_age = time::Duration::seconds(length.num_seconds());
     Ok(HttpResponse::Ok()
@@ -168,8 +200,20 @@ pub async fn sign_out(
     req: HttpRequest,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-        state.stores.users.end_session(cookie.value()).await?;
+    if let Some(cookie) = req.cookie(SESSION_COOKIE)
+        && let Some(user) = state.stores.users.end_session(cookie.value()).await?
+    {
+        let address = client_address(&req, state.trust_forwarded_for);
+        super::audit::record(
+            &state,
+            &user,
+            address,
+            "session.ended",
+            "session",
+            &user,
+            serde_json::json!({}),
+        )
+        .await;
     }
     Ok(HttpResponse::NoContent()
         .cookie(session_cookie(&req, String::new(), time::Duration::ZERO))

@@ -7,9 +7,9 @@ use base64::Engine as _;
 use clap::{Parser, Subcommand};
 
 use proctor::app::Application;
-use proctor::config::{ExecutorKind, Settings};
+use proctor::config::{DatabaseSettings, ExecutorKind, Settings};
 use proctor::model::Email;
-use proctor::store::{Db, UserStore};
+use proctor::store::{AuditStore, Db, NewEvent, StoreError, UserStore};
 
 /// Proctor's server. Settings come from config/default.toml and PROCTOR_* variables.
 #[derive(Parser)]
@@ -53,10 +53,42 @@ enum UserCommand {
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Create an API token for a user and print it (shown only this once).
-    Create { email: String },
-    /// Revoke every token of a user.
-    Revoke { email: String },
+    /// Create an API token for a user and print it (shown only this once). A user may
+    /// hold several, each with its own name, so one can be replaced without downtime.
+    Create {
+        email: String,
+        /// The token's name, unique for the user (letters, digits, '.', '_', '-');
+        /// made up when not given.
+        #[arg(long)]
+        name: Option<String>,
+        /// How long it is valid: 90d, 12h, 2w, 1y ... (forever when not given).
+        #[arg(long, value_name = "DURATION", value_parser = parse_lifetime)]
+        expires_in: Option<chrono::Duration>,
+    },
+    /// A user's tokens: names, when made, when they expire, when last used.
+    List { email: String },
+    /// Revoke one token of a user (--name), or every one of them (--all).
+    Revoke {
+        email: String,
+        /// The token to revoke.
+        #[arg(long, required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Revoke every token of the user.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+/// `90d`, `12h`, `2w`: a token's lifetime, from a minute to ten years.
+fn parse_lifetime(text: &str) -> Result<chrono::Duration, String> {
+    let duration = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("expected a duration such as 90d, 12h or 2w: {e}"))?;
+    if duration < std::time::Duration::from_secs(60)
+        || duration > std::time::Duration::from_secs(10 * 366 * 86_400)
+    {
+        return Err("must be between a minute and ten years".into());
+    }
+    chrono::Duration::from_std(duration).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -70,6 +102,24 @@ fn main() -> ExitCode {
         print_new_key();
         return ExitCode::SUCCESS;
     }
+    if !matches!(command, Command::Serve) {
+        // Admin commands need the database settings only (no secrets key, no Redis).
+        let database = match Settings::load_database() {
+            Ok(database) => database,
+            Err(e) => {
+                eprintln!("proctord: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let result = actix_web::rt::System::new().block_on(admin(command, database));
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("proctord: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match Settings::load() {
         Ok(settings) => settings,
         Err(e) => {
@@ -77,9 +127,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Command::Serve = command
-        && settings.executor == ExecutorKind::Local
-    {
+    if settings.executor == ExecutorKind::Local {
         // Forked now, while proctord is still one thread: Sentry, tracing and the
         // runtime start theirs just below.
         if let Err(e) = proctor::executor::guard::start() {
@@ -89,7 +137,7 @@ fn main() -> ExitCode {
     }
     let _sentry = proctor::telemetry::init_sentry(&settings);
     proctor::telemetry::init_tracing(&settings);
-    let result = actix_web::rt::System::new().block_on(run(command, settings));
+    let result = actix_web::rt::System::new().block_on(serve(settings));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -99,14 +147,18 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    app.run_until_stopped().await?;
+    Ok(())
+}
+
+/// The commands that need only the database.
+async fn admin(command: Command, database: DatabaseSettings) -> anyhow::Result<()> {
     match command {
-        Command::Serve => {
-            let app = Application::build(settings).await?;
-            app.run_until_stopped().await?;
-        }
+        Command::Serve | Command::Keygen => unreachable!("handled in main"),
         Command::Migrate => {
-            let db = Db::open(&settings.database)?;
+            let db = Db::open(&database)?;
             let applied = db.migrate().await.context("migrating the database")?;
             if applied.is_empty() {
                 println!("the database is up to date");
@@ -119,7 +171,8 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
         }
         Command::User(command) => {
-            let users = UserStore::new(Db::ready(&settings.database).await?);
+            let db = Db::ready(&database).await?;
+            let users = UserStore::new(db.clone());
             match command {
                 UserCommand::Add {
                     email,
@@ -133,7 +186,18 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                     {
                         anyhow::bail!("{bad:?} is not a group name (non-empty, no spaces)");
                     }
+                    let before = users
+                        .list()
+                        .await?
+                        .into_iter()
+                        .find(|u| u.email == email.as_str());
                     let user = users.upsert(&email, groups, admin).await?;
+                    let details = serde_json::json!({
+                        "groups": user.groups,
+                        "is_admin": user.is_admin,
+                        "before": before.map(|b| serde_json::json!({"groups": b.groups, "is_admin": b.is_admin})),
+                    });
+                    audit(&db, "user.saved", "user", &user.email, details).await?;
                     println!(
                         "user {} saved{} (groups: {})",
                         user.email,
@@ -158,31 +222,134 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             }
         }
         Command::Token(command) => {
-            let users = UserStore::new(Db::ready(&settings.database).await?);
+            let db = Db::ready(&database).await?;
+            let users = UserStore::new(db.clone());
             match command {
-                TokenCommand::Create { email } => {
+                TokenCommand::Create {
+                    email,
+                    name,
+                    expires_in,
+                } => {
                     let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
-                    let token = users.create_token(&email).await.map_err(|e| match e {
-                        proctor::store::StoreError::NotFound => anyhow::anyhow!(
-                            "no user {email}: add one first with `proctord user add {email}`"
-                        ),
-                        other => other.into(),
-                    })?;
+                    let expires_at = expires_in.map(|d| proctor::store::now() + d);
+                    let (token, info) = users
+                        .create_token(&email, name.as_deref(), expires_at)
+                        .await
+                        .map_err(no_user(&email))?;
+                    audit(
+                        &db,
+                        "token.created",
+                        "token",
+                        email.as_str(),
+                        serde_json::json!({"name": info.name, "expires_at": info.expires_at.map(utc)}),
+                    )
+                    .await?;
                     eprintln!(
-                        "token for {email} (shown only once; send it as the Access-Token header):"
+                        "token {:?} for {email}{} (shown only once; send it as the Access-Token header):",
+                        info.name,
+                        match info.expires_at {
+                            Some(at) => format!(", valid until {}", utc(at)),
+                            None => String::new(),
+                        }
                     );
                     println!("{token}");
                 }
-                TokenCommand::Revoke { email } => {
+                TokenCommand::List { email } => {
                     let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
-                    let revoked = users.revoke_tokens(&email).await?;
+                    let tokens = users.tokens(&email).await.map_err(no_user(&email))?;
+                    if tokens.is_empty() {
+                        println!("{email} has no tokens");
+                    }
+                    let never = || "-".to_owned();
+                    for token in tokens {
+                        println!(
+                            "{}\tcreated {}\texpires {}\tlast used {}",
+                            token.name,
+                            utc(token.created_at),
+                            token.expires_at.map(utc).unwrap_or_else(never),
+                            token.last_used_at.map(utc).unwrap_or_else(never),
+                        );
+                    }
+                }
+                TokenCommand::Revoke { email, name, all } => {
+                    let email = Email::parse(&email).map_err(anyhow::Error::msg)?;
+                    let name = if all { None } else { name };
+                    let revoked = users.revoke_tokens(&email, name.as_deref()).await?;
+                    if revoked == 0
+                        && let Some(name) = &name
+                    {
+                        anyhow::bail!(
+                            "{email} has no token named {name:?} (`proctord token list {email}` lists them)"
+                        );
+                    }
+                    audit(
+                        &db,
+                        "token.revoked",
+                        "token",
+                        email.as_str(),
+                        serde_json::json!({"name": name, "all": all, "revoked": revoked}),
+                    )
+                    .await?;
                     println!("revoked {revoked} token(s) of {email}");
                 }
             }
         }
-        Command::Keygen => print_new_key(),
     }
     Ok(())
+}
+
+/// The error for a store call about `email`, saying how to add a missing user.
+fn no_user(email: &Email) -> impl Fn(StoreError) -> anyhow::Error + '_ {
+    move |e| match e {
+        StoreError::NotFound => {
+            anyhow::anyhow!("no user {email}: add one first with `proctord user add {email}`")
+        }
+        other => anyhow::Error::from(other),
+    }
+}
+
+/// A time as RFC 3339 UTC, to the second.
+fn utc(t: chrono::NaiveDateTime) -> String {
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Records a change made from this command line in the audit log, by `cli:<unix user>`.
+async fn audit(
+    db: &Db,
+    action: &str,
+    kind: &'static str,
+    object: &str,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid-{}", process_uid()));
+    AuditStore::new(db.clone())
+        .record(NewEvent {
+            actor: format!("cli:{user}"),
+            address: None,
+            action: action.to_owned(),
+            kind,
+            object: object.to_owned(),
+            details,
+        })
+        .await
+        .context("writing the audit record of this change")
+}
+
+/// This process's user id, read from /proc (no unsafe call needed).
+fn process_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().next().map(str::to_owned))
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn print_new_key() {

@@ -25,6 +25,7 @@ macro_rules! with_backend {
     };
 }
 
+pub mod audit;
 pub mod bus;
 pub mod crypto;
 pub mod executions;
@@ -37,6 +38,7 @@ pub mod schema;
 pub mod secrets;
 pub mod users;
 
+pub use self::audit::{AuditEvent, AuditFilter, AuditStore, NewEvent};
 pub use self::bus::{Announcement, Bus};
 pub use self::executions::{
     Bucket, BucketCounts, Execution, ExecutionFilter, ExecutionStore, NewExecution, ProcStats,
@@ -48,7 +50,7 @@ pub use self::procs::ProcStore;
 pub use self::redis::Redis;
 pub use self::schedules::{Fire, NewSchedule, Schedule, ScheduleStore};
 pub use self::secrets::SecretStore;
-pub use self::users::{User, UserStore};
+pub use self::users::{TokenCheck, TokenInfo, User, UserStore};
 
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -69,6 +71,12 @@ pub enum StoreError {
     RedisUnavailable(String),
     #[error("not found")]
     NotFound,
+    /// The request conflicts with what is stored (the message says how; no secret in it).
+    #[error("{0}")]
+    Conflict(String),
+    /// A value the store cannot take (the message says why; no secret in it).
+    #[error("{0}")]
+    Invalid(String),
     #[error("database error: {0}")]
     Database(#[from] diesel::result::Error),
     #[error("Redis error: {0}")]
@@ -391,6 +399,8 @@ pub struct Stores {
     pub procs: ProcStore,
     pub secrets: SecretStore,
     pub users: UserStore,
+    /// Who changed what (see [`audit`]).
+    pub audit: AuditStore,
     pub executions: ExecutionStore,
     pub logs: LogStore,
     pub schedules: ScheduleStore,
@@ -441,6 +451,7 @@ impl Stores {
             lease: settings.lease,
         };
         let users = UserStore::new(db.clone());
+        let audit = AuditStore::new(db.clone());
         let executions = ExecutionStore::new(db.clone(), ownership.clone());
         let logs = LogStore::new(db.clone(), ownership.replica.clone());
         let leases = LeaseStore::new(&db, ownership);
@@ -456,6 +467,7 @@ impl Stores {
                 procs,
                 secrets,
                 users,
+                audit,
                 executions,
                 logs,
                 schedules,

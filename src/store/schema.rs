@@ -22,6 +22,9 @@ diesel::table! {
         user_email -> Text,
         token_hash -> Text,
         created_at -> Timestamp,
+        name -> Text,
+        expires_at -> Nullable<Timestamp>,
+        last_used_at -> Nullable<Timestamp>,
     }
 }
 
@@ -122,7 +125,21 @@ diesel::table! {
 
 diesel::joinable!(console_sessions -> users (user_email));
 
+diesel::table! {
+    audit_events (id) {
+        id -> BigInt,
+        at -> Timestamp,
+        actor -> Text,
+        address -> Nullable<Text>,
+        action -> Text,
+        kind -> Text,
+        object -> Text,
+        details -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
+    audit_events,
     console_sessions,
     users,
     user_groups,

@@ -81,7 +81,7 @@ async fn a_token_made_with_the_admin_commands_opens_the_api() {
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
 
-    let revoked = proctord(&["token", "revoke", "ops@example.com"], &env);
+    let revoked = proctord(&["token", "revoke", "ops@example.com", "--all"], &env);
     assert_eq!(stdout(&revoked), "revoked 1 token(s) of ops@example.com\n");
     let response = client
         .request(Method::GET, format!("{address}/jobs/metadata"))
@@ -160,7 +160,7 @@ fn postgres_must_be_migrated_before_serving_and_migrate_is_idempotent() {
     let first = proctord(&["migrate"], &env);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).starts_with("applied 7 migration(s): "),
+        stdout(&first).starts_with("applied 8 migration(s): "),
         "{}",
         stdout(&first)
     );

@@ -71,7 +71,10 @@ async fn a_revoked_token_stops_working() {
     let app = spawn_app(Backend::Embedded).await;
     json_body(app.list_procs(&app.member).await, 200).await;
     let email = proctor::model::Email::parse(&app.member.email).unwrap();
-    assert_eq!(app.stores.users.revoke_tokens(&email).await.unwrap(), 1);
+    assert_eq!(
+        app.stores.users.revoke_tokens(&email, None).await.unwrap(),
+        1
+    );
     error_message(app.list_procs(&app.member).await, 401).await;
 }
 

@@ -205,7 +205,11 @@ pub async fn add_user(stores: &Stores, email: &str, groups: &[&str], admin: bool
     let email_id = Email::parse(email).unwrap();
     let groups = groups.iter().map(|g| g.to_string()).collect();
     stores.users.upsert(&email_id, groups, admin).await.unwrap();
-    let token = stores.users.create_token(&email_id).await.unwrap();
+    let (token, _) = stores
+        .users
+        .create_token(&email_id, None, None)
+        .await
+        .unwrap();
     Caller {
         email: email.to_owned(),
         token,

@@ -309,6 +309,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("delete", "/api/v1/session"),
     ("get", "/api/v1/schedules/preview"),
     ("get", "/api/v1/stats"),
+    ("get", "/api/v1/audit"),
 ];
 
 #[actix_web::test]

@@ -294,7 +294,7 @@ async fn a_console_session_signs_a_browser_in_until_it_signs_out() {
         // Revoking the user's tokens ends their sessions too.
         let cookie = sign_in(&app, &app.member).await;
         let email = proctor::model::Email::parse(&app.member.email).unwrap();
-        app.stores.users.revoke_tokens(&email).await.unwrap();
+        app.stores.users.revoke_tokens(&email, None).await.unwrap();
         let revoked = as_browser(&app, Method::GET, "/jobs/metadata", &cookie)
             .send()
             .await
