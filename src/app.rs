@@ -99,7 +99,7 @@ impl Application {
             auth: settings.auth,
             min_client_version: settings.min_client_version.clone(),
             console_session: settings.console_session,
-            brake: api::brake::Brake::new(),
+            brake: api::brake::Brake::new(settings.bad_credentials_per_minute),
             trust_forwarded_for: settings.trust_forwarded_for,
         });
         let max_request_bytes = settings.max_request_bytes;

@@ -153,6 +153,9 @@ pub struct Settings {
     /// Whether a client's address (audit log, brake on bad tokens) is read from the
     /// `Forwarded` / `X-Forwarded-For` headers of a reverse proxy.
     pub trust_forwarded_for: bool,
+    /// Bad credentials one address may send per minute before it is refused for a
+    /// while (429); 0 turns the brake off.
+    pub bad_credentials_per_minute: u32,
     pub database: DatabaseSettings,
     pub redis: Option<RedisSettings>,
     /// The AES-256-GCM key that seals secrets; `None` in the embedded mode means
@@ -528,6 +531,10 @@ impl Settings {
                     ("off", false),
                     ("on", true),
                 ],
+            )?,
+            bad_credentials_per_minute: raw.parse(
+                "bad_credentials_per_minute",
+                "a number of attempts (0 turns the brake off)",
             )?,
             database,
             redis,

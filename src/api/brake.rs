@@ -1,5 +1,5 @@
-//! A brake on guessing tokens: an address that sends [`FAILURES_ALLOWED`] bad
-//! credentials within [`WINDOW`] is refused (429 with `Retry-After`) for a while, each
+//! A brake on guessing tokens: an address that sends PROCTOR_BAD_CREDENTIALS_PER_MINUTE
+//! bad credentials within [`WINDOW`] is refused (429 with `Retry-After`) for a while, each
 //! refusal in a row twice as long as the one before, up to [`LONGEST_BLOCK`]. While an
 //! address is blocked, no credential from it is even looked at, right or wrong, so the
 //! answers tell a guesser nothing.
@@ -12,8 +12,6 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Bad credentials an address may send within a [`WINDOW`].
-pub const FAILURES_ALLOWED: u32 = 10;
 pub const WINDOW: Duration = Duration::from_secs(60);
 /// The first block lasts a window; each block in a row doubles, up to this.
 pub const LONGEST_BLOCK: Duration = Duration::from_secs(3600);
@@ -29,14 +27,19 @@ struct Entry {
     strikes: u32,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Brake {
+    /// Bad credentials an address may send within a [`WINDOW`]; 0: no brake.
+    allowed: u32,
     entries: Mutex<HashMap<IpAddr, Entry>>,
 }
 
 impl Brake {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(allowed: u32) -> Self {
+        Self {
+            allowed,
+            entries: Mutex::default(),
+        }
     }
 
     /// `Err(seconds)` while `address` is blocked: how long until it may try again.
@@ -58,6 +61,9 @@ impl Brake {
     }
 
     fn failed_at(&self, address: IpAddr, now: Instant) -> Option<u64> {
+        if self.allowed == 0 {
+            return None;
+        }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= MAX_ADDRESSES && !entries.contains_key(&address) {
             entries.retain(|_, e| e.blocked_until.is_some_and(|until| until > now));
@@ -79,7 +85,7 @@ impl Brake {
             entry.failures = 0;
         }
         entry.failures += 1;
-        if entry.failures < FAILURES_ALLOWED {
+        if entry.failures < self.allowed {
             return None;
         }
         entry.strikes = (entry.strikes + 1).min(16);
@@ -102,13 +108,15 @@ fn seconds_until(until: Instant, now: Instant) -> u64 {
 mod tests {
     use super::*;
 
+    const FAILURES_ALLOWED: u32 = 10;
+
     fn address(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])
     }
 
     #[test]
     fn an_address_is_blocked_after_too_many_failures_and_only_that_address() {
-        let brake = Brake::new();
+        let brake = Brake::new(FAILURES_ALLOWED);
         let start = Instant::now();
         for i in 1..FAILURES_ALLOWED {
             assert_eq!(brake.failed_at(address(1), start), None, "failure {i}");
@@ -129,7 +137,7 @@ mod tests {
 
     #[test]
     fn blocks_in_a_row_double_up_to_an_hour_and_a_quiet_window_forgives() {
-        let brake = Brake::new();
+        let brake = Brake::new(FAILURES_ALLOWED);
         let mut now = Instant::now();
         let mut blocks = Vec::new();
         for _ in 0..8 {
@@ -152,8 +160,18 @@ mod tests {
     }
 
     #[test]
+    fn a_limit_of_zero_turns_the_brake_off() {
+        let brake = Brake::new(0);
+        let now = Instant::now();
+        for _ in 0..1000 {
+            assert_eq!(brake.failed_at(address(1), now), None);
+        }
+        assert_eq!(brake.check_at(address(1), now), Ok(()));
+    }
+
+    #[test]
     fn failures_spread_over_windows_never_block() {
-        let brake = Brake::new();
+        let brake = Brake::new(FAILURES_ALLOWED);
         let mut now = Instant::now();
         for _ in 0..5 {
             for _ in 1..FAILURES_ALLOWED {

@@ -94,6 +94,153 @@ async fn a_token_made_with_the_admin_commands_opens_the_api() {
     std::fs::remove_dir_all(data_dir).unwrap();
 }
 
+#[actix_web::test]
+async fn named_expiring_tokens_are_listed_revoked_by_name_and_audited() {
+    let data_dir = temp_dir("tokens");
+    let dir = data_dir.to_str().unwrap();
+    let env = [
+        ("PROCTOR_DATA_DIR", dir),
+        ("PROCTOR_LOG_LEVEL", "error"),
+        ("USER", "operator"),
+        ("SUDO_USER", ""),
+    ];
+    let env: Vec<(&str, &str)> = env.into_iter().filter(|(_, v)| !v.is_empty()).collect();
+    assert!(
+        proctord(&["user", "add", "ci@example.com"], &env)
+            .status
+            .success()
+    );
+    assert!(
+        proctord(&["user", "add", "ci@example.com", "--group", "ops"], &env)
+            .status
+            .success()
+    );
+
+    let created = proctord(
+        &[
+            "token",
+            "create",
+            "ci@example.com",
+            "--name",
+            "deploy-2027",
+            "--expires-in",
+            "90d",
+        ],
+        &env,
+    );
+    assert!(created.status.success(), "{}", stderr(&created));
+    let token = stdout(&created).trim().to_owned();
+    assert!(token.starts_with("pct_"));
+    assert!(
+        stderr(&created).contains("token \"deploy-2027\" for ci@example.com, valid until 20"),
+        "{}",
+        stderr(&created)
+    );
+    let second = proctord(
+        &["token", "create", "ci@example.com", "--name", "laptop"],
+        &env,
+    );
+    assert!(second.status.success());
+    let again = proctord(
+        &["token", "create", "ci@example.com", "--name", "laptop"],
+        &env,
+    );
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already has a token named \"laptop\""),
+        "{}",
+        stderr(&again)
+    );
+    for (bad, expected) in [
+        ("soon", "expected a duration such as 90d"),
+        ("5s", "must be between a minute and ten years"),
+    ] {
+        let output = proctord(
+            &["token", "create", "ci@example.com", "--expires-in", bad],
+            &env,
+        );
+        assert_eq!(output.status.code(), Some(2), "{bad}");
+        assert!(
+            stderr(&output).contains(expected),
+            "{bad}: {}",
+            stderr(&output)
+        );
+    }
+    let listed = stdout(&proctord(&["token", "list", "ci@example.com"], &env));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(lines[0].starts_with("deploy-2027\tcreated 20"), "{listed}");
+    assert!(
+        lines[0].contains("\texpires 20") && lines[0].ends_with("\tlast used -"),
+        "{listed}"
+    );
+    assert!(
+        lines[1].starts_with("laptop\t") && lines[1].contains("\texpires -"),
+        "{listed}"
+    );
+    assert!(!listed.contains("pct_"), "never a token's text");
+
+    let revoked = proctord(
+        &["token", "revoke", "ci@example.com", "--name", "laptop"],
+        &env,
+    );
+    assert_eq!(stdout(&revoked), "revoked 1 token(s) of ci@example.com\n");
+    let missing = proctord(
+        &["token", "revoke", "ci@example.com", "--name", "laptop"],
+        &env,
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("has no token named \"laptop\""));
+    let neither = proctord(&["token", "revoke", "ci@example.com"], &env);
+    assert_eq!(
+        neither.status.code(),
+        Some(2),
+        "--name or --all is required"
+    );
+
+    // The changes are in the audit log, by cli:<unix user>, never with a token.
+    let settings = proctor::config::Settings::from_overrides([("data_dir", dir)]).unwrap();
+    let db = proctor::store::Db::ready(&settings.database).await.unwrap();
+    let mut events = proctor::store::AuditStore::new(db)
+        .list(proctor::store::AuditFilter {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    events.reverse();
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "user.saved",
+            "user.saved",
+            "token.created",
+            "token.created",
+            "token.revoked"
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e.actor == "cli:operator" && e.address.is_none())
+    );
+    assert_eq!(events[1].details["groups"], serde_json::json!(["ops"]));
+    assert_eq!(events[1].details["before"]["groups"], serde_json::json!([]));
+    assert_eq!(events[2].details["name"], "deploy-2027");
+    assert!(
+        events[2].details["expires_at"]
+            .as_str()
+            .unwrap()
+            .starts_with("20")
+    );
+    assert_eq!(events[4].details["name"], "laptop");
+    for event in &events {
+        assert!(!event.details.to_string().contains(&token));
+    }
+    std::fs::remove_dir_all(data_dir).unwrap();
+}
+
 #[test]
 fn a_bad_setting_stops_start_up_with_one_line_naming_it() {
     let cases = [
@@ -157,7 +304,14 @@ fn postgres_must_be_migrated_before_serving_and_migrate_is_idempotent() {
         "{}",
         stderr(&refused)
     );
-    let first = proctord(&["migrate"], &env);
+    // Migrations need only the database settings: no secrets key, and a setting for
+    // something else that is wrong does not stop them.
+    let database_only = [
+        ("PROCTOR_DATABASE_URL", url.as_str()),
+        ("PROCTOR_DATA_DIR", data_dir.to_str().unwrap()),
+        ("PROCTOR_APP_PORT", "not a port"),
+    ];
+    let first = proctord(&["migrate"], &database_only);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
         stdout(&first).starts_with("applied 8 migration(s): "),

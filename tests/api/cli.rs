@@ -650,6 +650,54 @@ async fn executions_lists_the_history_as_a_table_and_as_json() {
 }
 
 #[actix_web::test]
+async fn audit_shows_who_changed_what_to_admins_only() {
+    let app = spawn_app(Backend::Embedded).await;
+    register_script(&app, "audited", "echo hi", &[], json!({})).await;
+    register_script(&app, "other", "echo hi", &[], json!({})).await;
+    let admin = Proctor::for_app(&app, &app.admin);
+
+    admin
+        .run(&["audit"])
+        .await
+        .expect(0)
+        .stdout_has("ACTION")
+        .stdout_has("proc.registered")
+        .stdout_has("admin@example.com")
+        .stdout_has("127.0.0.1");
+    let events = admin
+        .run(&["audit", "--object", "audited", "-o", "json"])
+        .await
+        .expect(0)
+        .json();
+    let events = events.as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["action"], "proc.registered");
+    assert_eq!(events[0]["object"], "audited");
+    admin
+        .run(&["audit", "--limit", "1"])
+        .await
+        .expect(0)
+        .stdout_has("other")
+        .stderr_has("proctor audit --before ");
+    admin
+        .run(&["audit", "--kind", "schedule"])
+        .await
+        .expect(0)
+        .stdout_has("No changes found");
+    admin.run(&["audit", "--kind", "planet"]).await.expect(2);
+    admin
+        .run(&["audit", "--since", "last tuesday"])
+        .await
+        .expect(2)
+        .stderr_has("since must be an RFC 3339 time");
+    Proctor::for_app(&app, &app.member)
+        .run(&["audit"])
+        .await
+        .expect(2)
+        .stderr_has("only admins may read the audit log");
+}
+
+#[actix_web::test]
 async fn schedules_are_created_listed_described_paused_and_removed() {
     let app = spawn_app(Backend::Embedded).await;
     register_script(&app, "nightly", "echo night", &["TARGET"], json!({})).await;

@@ -2,6 +2,7 @@
 //! PostgreSQL + Redis (see `helpers::backends`).
 
 mod admin;
+mod audit;
 mod auth;
 mod cli;
 mod cluster;
