@@ -116,7 +116,7 @@ impl FromRequest for Caller {
                      (an admin creates a token with `proctord token create EMAIL`)"
                 )));
             };
-            let user = check_token(&state, address, email, token).await?;
+            let user = check_token(state, address, email, token).await?;
             Ok(Caller::new(user, address))
         })
     }

@@ -78,6 +78,15 @@ enum Holder {
     Invalid,
 }
 
+/// A token row as sign-in reads it: id, name, admin flag, expiry, last use.
+type HeldToken = (
+    String,
+    String,
+    bool,
+    Option<NaiveDateTime>,
+    Option<NaiveDateTime>,
+);
+
 /// How stale a token's `last_used_at` may be before a use writes it again.
 const LAST_USED_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
 
@@ -341,13 +350,7 @@ impl UserStore {
             .run(move |conn| {
                 let now = super::now();
                 let found = with_backend!(conn, |c| {
-                    let token: Option<(
-                        String,
-                        String,
-                        bool,
-                        Option<NaiveDateTime>,
-                        Option<NaiveDateTime>,
-                    )> = api_tokens::table
+                    let token: Option<HeldToken> = api_tokens::table
                         .inner_join(users::table)
                         .filter(api_tokens::token_hash.eq(&hash))
                         .filter(users::email.eq(&email))
