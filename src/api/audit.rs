@@ -16,10 +16,7 @@ use super::params::parse_time;
 use crate::error::{ApiError, ErrorBody};
 use crate::store::{AuditEvent, AuditFilter, NewEvent};
 
-/// Records that `actor` did `action` to `object` (of `kind`). The change is already
-/// made, so a failure here cannot undo it: transient database errors are retried for
-/// about two seconds, and a record that still cannot be written is logged (with what
-/// it held) and counted in `proctor_audit_write_failures_total`.
+/// Records that `actor` did `action` to `object` (of `kind`); see [`record_all`].
 pub async fn record(
     state: &ApiState,
     actor: &str,
@@ -37,7 +34,18 @@ pub async fn record(
         object: object.to_owned(),
         details,
     };
-    let write = || async { state.stores.audit.record(event.clone()).await };
+    record_all(state, vec![event]).await;
+}
+
+/// Records changes already made, so a failure here cannot undo them: transient
+/// database errors are retried for about two seconds, and records that still cannot
+/// be written are logged (with what they held) and counted in
+/// `proctor_audit_write_failures_total`.
+pub async fn record_all(state: &ApiState, events: Vec<NewEvent>) {
+    if events.is_empty() {
+        return;
+    }
+    let write = || async { state.stores.audit.record_all(events.clone()).await };
     let result = write
         .retry(
             ExponentialBuilder::default()
@@ -48,15 +56,18 @@ pub async fn record(
         .when(|e| e.is_transient())
         .await;
     if let Err(e) = result {
-        metrics::counter!(crate::telemetry::names::AUDIT_WRITE_FAILURES).increment(1);
-        tracing::error!(
-            error = %e,
-            actor = %event.actor,
-            action = %event.action,
-            object = %event.object,
-            details = %event.details,
-            "the audit record of a change could not be written"
-        );
+        metrics::counter!(crate::telemetry::names::AUDIT_WRITE_FAILURES)
+            .increment(events.len() as u64);
+        for event in &events {
+            tracing::error!(
+                error = %e,
+                actor = %event.actor,
+                action = %event.action,
+                object = %event.object,
+                details = %event.details,
+                "the audit record of a change could not be written"
+            );
+        }
     }
 }
 

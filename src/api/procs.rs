@@ -9,6 +9,7 @@ use super::auth::Caller;
 use crate::error::ApiError;
 use crate::error::{ClientErrors, ErrorBody};
 use crate::model::{ProcMetadata, ProcName};
+use crate::store::NewEvent;
 
 /// The most procs one request may register.
 const MAX_PROCS_PER_REQUEST: usize = 500;
@@ -101,6 +102,7 @@ pub async fn register(
     };
     state.stores.procs.upsert(procs.clone()).await?;
     tracing::info!(by = %caller.email, procs = ?procs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), "procs registered");
+    let mut events = Vec::new();
     for proc in &procs {
         let after = serde_json::to_value(proc).unwrap_or_default();
         let (action, details) = match before.iter().find(|p| p.name == proc.name) {
@@ -113,8 +115,16 @@ pub async fn register(
                 ("proc.updated", json!({"changed": changed}))
             }
         };
-        super::audit::by(&state, &caller, action, "proc", proc.name.as_str(), details).await;
+        events.push(NewEvent {
+            actor: caller.email.clone(),
+            address: caller.address.map(|a| a.to_string()),
+            action: action.to_owned(),
+            kind: "proc",
+            object: proc.name.to_string(),
+            details,
+        });
     }
+    super::audit::record_all(&state, events).await;
     Ok(if many {
         HttpResponse::Created().json(&procs)
     } else {

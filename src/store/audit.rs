@@ -91,19 +91,30 @@ impl AuditStore {
 
     /// Stores one event, stamped now.
     pub async fn record(&self, event: NewEvent) -> Result<(), StoreError> {
-        let details = event.details.to_string();
+        self.record_all(vec![event]).await
+    }
+
+    /// Stores events in one statement, stamped now, in their order.
+    pub async fn record_all(&self, events: Vec<NewEvent>) -> Result<(), StoreError> {
         self.db
             .run(move |conn| {
+                let at = super::now();
+                let rows: Vec<_> = events
+                    .iter()
+                    .map(|event| {
+                        (
+                            audit_events::at.eq(at),
+                            audit_events::actor.eq(&event.actor),
+                            audit_events::address.eq(&event.address),
+                            audit_events::action.eq(&event.action),
+                            audit_events::kind.eq(event.kind),
+                            audit_events::object.eq(&event.object),
+                            audit_events::details.eq(event.details.to_string()),
+                        )
+                    })
+                    .collect();
                 with_backend!(conn, |c| diesel::insert_into(audit_events::table)
-                    .values((
-                        audit_events::at.eq(super::now()),
-                        audit_events::actor.eq(&event.actor),
-                        audit_events::address.eq(&event.address),
-                        audit_events::action.eq(&event.action),
-                        audit_events::kind.eq(event.kind),
-                        audit_events::object.eq(&event.object),
-                        audit_events::details.eq(&details),
-                    ))
+                    .values(&rows)
                     .execute(c))?;
                 Ok(())
             })
