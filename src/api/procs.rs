@@ -35,13 +35,23 @@ fn parse_proc(value: Value, at: &str) -> Result<ProcMetadata, ApiError> {
     Ok(proc)
 }
 
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RegisterQuery {
+    /// `true`: check the metadata and answer 200 with what would be stored, storing
+    /// nothing.
+    pub dry_run: Option<bool>,
+}
+
 /// `POST /jobs/metadata`: registers or updates procs; 201 with what was stored.
 #[utoipa::path(
     post,
     path = "/jobs/metadata",
     tag = "procs",
+    params(RegisterQuery),
     request_body(content = ProcMetadata, description = "one proc, or an array of procs"),
     responses(
+        (status = 200, description = "dry run: valid; what would be stored (nothing is)", body = ProcMetadata),
         (status = 201, description = "stored (one proc, or the array given)", body = ProcMetadata),
         (status = 400, description = "bad input", body = ErrorBody),
         (status = 401, description = "missing or bad credentials", body = ErrorBody),
@@ -54,6 +64,7 @@ fn parse_proc(value: Value, at: &str) -> Result<ProcMetadata, ApiError> {
 pub async fn register(
     state: web::Data<ApiState>,
     caller: Caller,
+    query: web::Query<RegisterQuery>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin("register procs")?;
@@ -89,6 +100,13 @@ pub async fn register(
             "proc {} appears more than once in the request",
             pair[0]
         )));
+    }
+    if query.dry_run == Some(true) {
+        return Ok(if many {
+            HttpResponse::Ok().json(&procs)
+        } else {
+            HttpResponse::Ok().json(&procs[0])
+        });
     }
     let before: Vec<ProcMetadata> = match procs.as_slice() {
         [one] => state

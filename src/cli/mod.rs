@@ -142,6 +142,27 @@ enum Command {
         /// Files of one proc's metadata or an array of them
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
+        /// Only check the metadata with proctord; store nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Write an args file for a proc: every arg it takes with its description, ready
+    /// to fill in and pass to `execute -f`
+    Template {
+        /// The proc's name
+        proc: String,
+        /// Where to write it (`-`: standard output)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Replace FILE if it exists
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a completion script for a shell (e.g. `proctor completion bash >
+    /// /etc/bash_completion.d/proctor`)
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
     /// Set or show this client's configuration (`proctor config KEY=VALUE ...` sets too)
     #[command(args_conflicts_with_subcommands = true)]
@@ -320,6 +341,11 @@ async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             }
         };
     }
+    if let Command::Completion { shell } = &cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(*shell, &mut command, "proctor", &mut std::io::stdout());
+        return Ok(Exit::Success);
+    }
     if let Command::Schedule(args) = &cli.command {
         args.check()?;
     }
@@ -332,7 +358,12 @@ async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
     match cli.command {
         Command::List => done(procs::list(&client, format).await),
         Command::Describe { proc } => done(procs::describe(&client, &proc, format).await),
-        Command::Register { files } => done(procs::register(&client, &files, format).await),
+        Command::Register { files, dry_run } => {
+            done(procs::register(&client, &files, dry_run, format).await)
+        }
+        Command::Template { proc, file, force } => {
+            done(procs::template(&client, &proc, &file, force).await)
+        }
         Command::Execute {
             proc,
             args,
@@ -390,7 +421,9 @@ async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             };
             done(audit::list(&client, query, format).await)
         }
-        Command::Config { .. } | Command::Version => unreachable!("handled above"),
+        Command::Config { .. } | Command::Version | Command::Completion { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 

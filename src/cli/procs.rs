@@ -1,6 +1,6 @@
 //! `proctor list`, `proctor describe PROC` and `proctor register FILE...`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use reqwest::Method;
 use serde_json::Value;
@@ -107,7 +107,12 @@ pub async fn describe(client: &Client, name: &str, format: Format) -> Result<(),
 
 /// `proctor register FILE...`: registers or updates the procs in metadata JSON files
 /// (one proc or an array each); admins only.
-pub async fn register(client: &Client, files: &[PathBuf], format: Format) -> Result<(), CliError> {
+pub async fn register(
+    client: &Client,
+    files: &[PathBuf],
+    dry_run: bool,
+    format: Format,
+) -> Result<(), CliError> {
     let mut procs = Vec::new();
     for file in files {
         let text = std::fs::read_to_string(file)
@@ -122,21 +127,98 @@ pub async fn register(client: &Client, files: &[PathBuf], format: Format) -> Res
             other => procs.push(other),
         }
     }
-    let response = client
-        .send(
-            client.request(Method::POST, "/jobs/metadata").json(&procs),
-            NO_PROC_HINT,
-        )
-        .await?;
+    let mut request = client.request(Method::POST, "/jobs/metadata").json(&procs);
+    if dry_run {
+        request = request.query(&[("dry_run", "true")]);
+    }
+    let response = client.send(request, NO_PROC_HINT).await?;
     let stored: Vec<Value> = client.read_json(response).await?;
     if format == Format::Json {
         output::json(&stored);
         return Ok(());
     }
     for proc in &stored {
-        output::line(&format!("Registered proc {}", text(proc, "name")));
+        if dry_run {
+            output::line(&format!(
+                "Proc {} is valid (dry run: nothing was stored)",
+                text(proc, "name")
+            ));
+        } else {
+            output::line(&format!("Registered proc {}", text(proc, "name")));
+        }
     }
     Ok(())
+}
+
+/// `proctor template PROC FILE`: an args file with every arg of the proc, each with its
+/// description as a comment, for `proctor execute PROC -f FILE`.
+pub async fn template(
+    client: &Client,
+    proc: &str,
+    file: &Path,
+    force: bool,
+) -> Result<(), CliError> {
+    let to_stdout = file.as_os_str() == "-";
+    if !to_stdout && !force && file.exists() {
+        return Err(
+            CliError::usage(format!("{} already exists", file.display()))
+                .with_hint("pass --force to replace it, or pick another file"),
+        );
+    }
+    let metadata: Value = client
+        .get_json(&format!("/jobs/metadata/{}", segment(proc)), NO_PROC_HINT)
+        .await?;
+    let text = args_template(&metadata);
+    if to_stdout {
+        print!("{text}");
+        return Ok(());
+    }
+    std::fs::write(file, text)
+        .map_err(|e| CliError::usage(format!("cannot write {}: {e}", file.display())))?;
+    let name = output::text(&metadata, "name");
+    output::line(&format!(
+        "Wrote {}: fill it in, then `proctor execute {name} -f {}`",
+        file.display(),
+        file.display()
+    ));
+    Ok(())
+}
+
+/// The args file for a proc's metadata: a YAML mapping of every declared arg to an
+/// empty value, each under its description.
+pub fn args_template(metadata: &Value) -> String {
+    let name = output::text(metadata, "name");
+    let mut text = format!("# Args of proc {name}");
+    let description = output::text(metadata, "description");
+    if !description.is_empty() {
+        text.push_str(&format!(": {}", one_line(description)));
+    }
+    text.push_str(&format!(
+        "\n# Fill in the values, then run: proctor execute {name} -f <this file>\n"
+    ));
+    let args = metadata["env_vars"]["args"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if args.is_empty() {
+        text.push_str("# (this proc takes no args)\n{}\n");
+        return text;
+    }
+    for arg in &args {
+        text.push('\n');
+        let description = output::text(arg, "description");
+        if !description.is_empty() {
+            for line in description.lines() {
+                text.push_str(&format!("# {}\n", line.trim_end()));
+            }
+        }
+        text.push_str(&format!("{}: \"\"\n", output::text(arg, "name")));
+    }
+    text
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A name as one URL path segment (names are validated by proctord; this keeps a
@@ -155,4 +237,33 @@ pub fn segment(name: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_args_template_is_the_yaml_an_args_file_takes() {
+        let metadata = serde_json::json!({
+            "name": "greeter",
+            "description": "Says hello\n to NAME",
+            "env_vars": {"args": [
+                {"name": "NAME", "description": "who to greet\nfirst name only"},
+                {"name": "COUNT"}
+            ]}
+        });
+        let text = args_template(&metadata);
+        assert_eq!(
+            text,
+            "# Args of proc greeter: Says hello to NAME\n\
+             # Fill in the values, then run: proctor execute greeter -f <this file>\n\
+             \n# who to greet\n# first name only\nNAME: \"\"\n\nCOUNT: \"\"\n"
+        );
+        let parsed: serde_yaml_ng::Mapping = serde_yaml_ng::from_str(&text).unwrap();
+        assert_eq!(parsed.len(), 2);
+        let none = args_template(&serde_json::json!({"name": "bare", "env_vars": {"args": []}}));
+        let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&none).unwrap();
+        assert!(parsed.as_mapping().unwrap().is_empty());
+    }
 }

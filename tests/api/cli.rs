@@ -1114,3 +1114,123 @@ async fn the_sample_proc_registers_and_runs_from_the_cli() {
         .stdout_has("Hello, Ada! (1/3)\nHello, Ada! (2/3)\nHello, Ada! (3/3)\nGoodbye from say-hello-world-")
         .stderr_has("SUCCEEDED");
 }
+
+#[actix_web::test]
+async fn register_dry_run_checks_metadata_and_stores_nothing() {
+    let app = spawn_app(Backend::Embedded).await;
+    let folder = temp_dir("dry-run");
+    let good = folder.join("good.json");
+    std::fs::write(&good, sample_proc("checked").to_string()).unwrap();
+    let mut broken = sample_proc("broken");
+    broken["image_name"] = json!("");
+    let bad = folder.join("bad.json");
+    std::fs::write(&bad, broken.to_string()).unwrap();
+    let proctor = Proctor::for_app(&app, &app.admin);
+
+    proctor
+        .run(&["register", "--dry-run", good.to_str().unwrap()])
+        .await
+        .expect(0)
+        .stdout_has("Proc checked is valid (dry run: nothing was stored)");
+    let response = app.describe("checked", &app.admin).await;
+    assert_eq!(response.status().as_u16(), 404, "nothing was stored");
+    proctor
+        .run(&["register", "--dry-run", bad.to_str().unwrap()])
+        .await
+        .expect(2)
+        .stderr_has("proc broken is invalid");
+    let audit = app
+        .request(reqwest::Method::GET, "/api/v1/audit", Some(&app.admin))
+        .send()
+        .await
+        .unwrap();
+    let audit = json_body(audit, 200).await;
+    assert_eq!(audit["events"], json!([]), "a dry run changes nothing");
+    proctor
+        .run(&["register", good.to_str().unwrap()])
+        .await
+        .expect(0)
+        .stdout_has("Registered proc checked");
+}
+
+#[actix_web::test]
+async fn a_template_is_an_args_file_that_execute_takes() {
+    let app = spawn_app(Backend::Embedded).await;
+    register_script(
+        &app,
+        "greet",
+        "echo Hello $NAME x$TIMES",
+        &["NAME", "TIMES"],
+        json!({"description": "Greets someone", "env_vars": {"args": [
+            {"name": "NAME", "description": "who to greet"},
+            {"name": "TIMES", "description": "how often"}
+        ], "secrets": []}}),
+    )
+    .await;
+    let proctor = Proctor::for_app(&app, &app.member);
+    let folder = temp_dir("template");
+    let file = folder.join("greet.yaml");
+    let path = file.to_str().unwrap();
+
+    proctor
+        .run(&["template", "greet", path])
+        .await
+        .expect(0)
+        .stdout_has(&format!("proctor execute greet -f {path}"));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.starts_with("# Args of proc greet: Greets someone\n"),
+        "{text}"
+    );
+    assert!(text.contains("# who to greet\nNAME: \"\"\n"), "{text}");
+    assert!(text.contains("# how often\nTIMES: \"\"\n"), "{text}");
+    proctor
+        .run(&["template", "greet", path])
+        .await
+        .expect(2)
+        .stderr_has("already exists");
+    proctor
+        .run(&["template", "greet", "-"])
+        .await
+        .expect(0)
+        .stdout_has("NAME: \"\"");
+    proctor
+        .run(&["template", "nope", "-"])
+        .await
+        .expect(2)
+        .stderr_has("no proc named nope");
+
+    // Filled in, it runs.
+    std::fs::write(
+        &file,
+        text.replace("NAME: \"\"", "NAME: Ada")
+            .replace("TIMES: \"\"", "TIMES: 3"),
+    )
+    .unwrap();
+    proctor
+        .run(&["execute", "greet", "-f", path])
+        .await
+        .expect(0)
+        .stdout_has("Hello Ada x3");
+}
+
+#[actix_web::test]
+async fn completions_are_printed_for_bash_zsh_and_fish() {
+    let proctor = Proctor::unconfigured();
+    for (shell, marker) in [
+        ("bash", "complete -F _proctor"),
+        ("zsh", "#compdef proctor"),
+        ("fish", "complete -c proctor"),
+    ] {
+        let run = proctor.run(&["completion", shell]).await;
+        run.expect(0).stdout_has(marker);
+        for command in ["execute", "schedule", "template", "audit", "completion"] {
+            run.stdout_has(command);
+        }
+    }
+    proctor
+        .run(&["completion", "powershell-core"])
+        .await
+        .expect(2)
+        .stderr_has("invalid value");
+}
