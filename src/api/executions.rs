@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -323,12 +323,17 @@ const DOWNLOAD_PAGE: i64 = 10_000;
     tag = "executions",
     params(("name" = String, Path, description = "execution name"), LogsQuery),
     responses(
-        (status = 200, description = "stored lines as text; header Proctor-Last-Seq", body = String, content_type = "text/plain"),
+        (status = 200, description = "stored lines as text (header Proctor-Last-Seq); with `Accept: text/event-stream`, server-sent events that follow the run: one per line (its id is the line's number), then an event `status` with the final status", content(
+            (String = "text/plain"),
+            (String = "text/event-stream")
+        )),
+        (status = 204, description = "server-sent events resumed with Last-Event-ID after the run ended and every line was sent"),
         ClientErrors
     ),
     security(("email" = [], "token" = []))
 )]
 pub async fn stored_logs(
+    req: HttpRequest,
     state: web::Data<ApiState>,
     caller: Caller,
     name: web::Path<String>,
@@ -338,6 +343,9 @@ pub async fn stored_logs(
     let after = query.since_seq.unwrap_or(0);
     if after < 0 {
         return Err(ApiError::bad_request("since_seq must be 0 or more"));
+    }
+    if super::logs::wants_events(&req) {
+        return follow_events(&req, &state, execution, after).await;
     }
     if query.download == Some(true) {
         return Ok(download(&state, execution, after));
@@ -358,6 +366,40 @@ pub async fn stored_logs(
         .insert_header(("Proctor-Stored-Lines", stored.to_string()))
         .insert_header(("Proctor-Status", execution.status.as_str()))
         .body(body))
+}
+
+/// The log as server-sent events from the line after `after`, or after `Last-Event-ID`
+/// when the client resumes. A resume once the run has ended and every line was sent
+/// gets 204, which tells an `EventSource` to stop reconnecting.
+async fn follow_events(
+    req: &HttpRequest,
+    state: &ApiState,
+    execution: Execution,
+    after: i64,
+) -> Result<HttpResponse, ApiError> {
+    let resumed = match req.headers().get("Last-Event-ID") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .filter(|seq| *seq >= 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Last-Event-ID must be the id (a line number) of an event",
+                    )
+                })?,
+        ),
+    };
+    let after = resumed.unwrap_or(after);
+    if resumed.is_some()
+        && execution.status.is_final()
+        && after >= state.stores.logs.last_seq(&execution.id).await?
+    {
+        return Ok(HttpResponse::NoContent().finish());
+    }
+    super::logs::events(state, execution, after)
 }
 
 /// Stored lines as the text the log routes answer with: each followed by a newline.

@@ -1,5 +1,8 @@
 //! `GET /jobs/logs?job_name=NAME`: a websocket that sends one text frame per log line,
-//! in order, then a normal close frame whose reason is the final status.
+//! in order, then a normal close frame whose reason is the final status. The same
+//! session also serves server-sent events ([`sse`]) for
+//! `GET /api/v1/executions/{name}/logs` with `Accept: text/event-stream`: the session
+//! is generic over its [`Transport`], the one place the two differ.
 //!
 //! The session reads the stored lines first, then subscribes to the LogFanout from the
 //! last line it has, so a client joining at any moment gets every line once. Its
@@ -13,6 +16,7 @@
 
 use std::time::Duration;
 
+use actix::dev::{AsyncContextParts, ToEnvelope};
 use actix::prelude::*;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web_actors::ws;
@@ -26,7 +30,7 @@ use crate::actors::log_fanout::{Subscribe, SubscribeReply, ToSubscriber, Unsubsc
 use crate::error::ApiError;
 use crate::error::ClientErrors;
 use crate::model::{ExecutionName, Status};
-use crate::store::{Announcement, Bus, ExecutionStore, LogStore};
+use crate::store::{Announcement, Bus, Execution, ExecutionStore, LogStore};
 
 /// Lines read from the store per query while catching up.
 const PAGE: i64 = 1_000;
@@ -72,24 +76,138 @@ pub async fn stream(
         return Err(ApiError::bad_request("after must be 0 or more"));
     }
     let execution = find_visible(&state, &caller, query.job_name.trim()).await?;
-    let name = ExecutionName::parse(&execution.name).map_err(ApiError::bad_request)?;
-    let session = LogSession {
-        execution: name,
-        execution_id: execution.id,
-        last_seq: after,
-        subscription: None,
-        fanout: state.actors.fanout.clone(),
-        logs: state.stores.logs.clone(),
-        executions: state.stores.executions.clone(),
-        bus: state.stores.bus.clone(),
-        listening: false,
-        poll: None,
-    };
+    let session = LogSession::<Ws>::new(&state, execution, after)?;
     ws::start(session, &req, payload)
         .map_err(|e| ApiError::bad_request(format!("this URL speaks websocket only: {e}")))
 }
 
-pub struct LogSession {
+/// How a session ends.
+pub enum End {
+    /// The run reached its final status.
+    Final(Status),
+    /// Something failed; the reason says what.
+    Failed(String),
+    /// This replica is shutting down (the client may resume elsewhere).
+    Away,
+}
+
+/// Where a log session's lines go: a websocket ([`Ws`]) or a server-sent event stream
+/// ([`Sse`]).
+pub trait Transport: Sized + Unpin + 'static {
+    type Context: AsyncContext<LogSession<Self>>
+        + AsyncContextParts<LogSession<Self>>
+        + ToEnvelope<LogSession<Self>, ToSubscriber>
+        + Unpin;
+    /// Sends line `seq`.
+    fn line(ctx: &mut Self::Context, seq: i64, text: &str);
+    /// Sends how it ended and closes.
+    fn end(ctx: &mut Self::Context, end: End);
+    /// Anything the transport does once when the session starts.
+    fn started(_ctx: &mut Self::Context) {}
+}
+
+/// The log websocket: a text frame per line, a close frame with the status.
+pub struct Ws;
+
+impl Transport for Ws {
+    type Context = ws::WebsocketContext<LogSession<Ws>>;
+
+    fn line(ctx: &mut Self::Context, _seq: i64, text: &str) {
+        ctx.text(text);
+    }
+
+    fn end(ctx: &mut Self::Context, end: End) {
+        let (code, reason) = match end {
+            End::Final(status) => (ws::CloseCode::Normal, status.as_str().to_owned()),
+            End::Failed(reason) => (ws::CloseCode::Error, reason),
+            End::Away => (ws::CloseCode::Away, "server shutting down".to_owned()),
+        };
+        ctx.close(Some(ws::CloseReason {
+            code,
+            description: Some(reason),
+        }));
+    }
+}
+
+/// Server-sent events (`text/event-stream`): each line an event whose id is its seq;
+/// at the end an event `status` whose data is the final status (or `error` with the
+/// reason), then the stream ends. A replica shutting down just ends the stream, and the
+/// client reconnects with `Last-Event-ID`.
+pub struct Sse;
+
+/// A comment line every so often, so proxies keep an idle stream open.
+const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+impl Transport for Sse {
+    type Context = actix_web_actors::HttpContext<LogSession<Sse>>;
+
+    fn line(ctx: &mut Self::Context, seq: i64, text: &str) {
+        let mut event = format!("id: {seq}\n");
+        sse_data(&mut event, text);
+        ctx.write(web::Bytes::from(event));
+    }
+
+    fn end(ctx: &mut Self::Context, end: End) {
+        let event = match end {
+            End::Final(status) => Some(format!("event: status\ndata: {}\n\n", status.as_str())),
+            End::Failed(reason) => {
+                let mut event = "event: error\n".to_owned();
+                sse_data(&mut event, &reason);
+                Some(event)
+            }
+            End::Away => None,
+        };
+        if let Some(event) = event {
+            ctx.write(web::Bytes::from(event));
+        }
+        ctx.write_eof();
+    }
+
+    fn started(ctx: &mut Self::Context) {
+        // Reconnect after a second (a replica that went away is replaced quickly).
+        ctx.write(web::Bytes::from_static(b"retry: 1000\n\n"));
+        ctx.run_interval(SSE_KEEP_ALIVE, |_, ctx| {
+            ctx.write(web::Bytes::from_static(b": keep-alive\n\n"));
+        });
+    }
+}
+
+/// Appends `text` as the `data` of an event and ends the event: one `data:` line per
+/// line of `text` (a lone `\r` also ends a line in SSE, so it splits too).
+fn sse_data(event: &mut String, text: &str) {
+    for part in text.split(['\n', '\r']) {
+        event.push_str("data: ");
+        event.push_str(part);
+        event.push('\n');
+    }
+    event.push('\n');
+}
+
+/// Whether the client asked for server-sent events.
+pub fn wants_events(req: &HttpRequest) -> bool {
+    req.headers()
+        .get_all(actix_web::http::header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/event-stream"))
+}
+
+/// Follows `execution` as server-sent events from the line after `after`.
+pub fn events(
+    state: &ApiState,
+    execution: Execution,
+    after: i64,
+) -> Result<HttpResponse, ApiError> {
+    let session = LogSession::<Sse>::new(state, execution, after)?;
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        // Compression would hold events back until a buffer fills.
+        .insert_header(actix_web::http::header::ContentEncoding::Identity)
+        .streaming(actix_web_actors::HttpContext::create(session)))
+}
+
+pub struct LogSession<T: Transport> {
     execution: ExecutionName,
     execution_id: String,
     /// The seq of the last line written to the client.
@@ -103,6 +221,7 @@ pub struct LogSession {
     listening: bool,
     /// The next look at the store.
     poll: Option<SpawnHandle>,
+    transport: std::marker::PhantomData<T>,
 }
 
 /// What to do once the store has no more lines.
@@ -112,9 +231,27 @@ enum Then {
     FinishOrPoll,
 }
 
-impl LogSession {
+impl<T: Transport> LogSession<T> {
+    /// A session for `execution` from the line after `after`.
+    pub fn new(state: &ApiState, execution: Execution, after: i64) -> Result<Self, ApiError> {
+        let name = ExecutionName::parse(&execution.name).map_err(ApiError::bad_request)?;
+        Ok(Self {
+            execution: name,
+            execution_id: execution.id,
+            last_seq: after,
+            subscription: None,
+            fanout: state.actors.fanout.clone(),
+            logs: state.stores.logs.clone(),
+            executions: state.stores.executions.clone(),
+            bus: state.stores.bus.clone(),
+            listening: false,
+            poll: None,
+            transport: std::marker::PhantomData,
+        })
+    }
+
     /// Writes stored lines after `last_seq`, a page at a time, then does `then`.
-    fn catch_up(&mut self, then: Then, ctx: &mut ws::WebsocketContext<Self>) {
+    fn catch_up(&mut self, then: Then, ctx: &mut T::Context) {
         let read = {
             let logs = self.logs.clone();
             let id = self.execution_id.clone();
@@ -127,7 +264,7 @@ impl LogSession {
                     Ok(lines) => {
                         let full = lines.len() as i64 == PAGE;
                         for line in lines {
-                            ctx.text(line.line);
+                            T::line(ctx, line.seq, &line.line);
                             act.last_seq = line.seq;
                         }
                         match (full, then) {
@@ -141,7 +278,7 @@ impl LogSession {
         );
     }
 
-    fn subscribe(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn subscribe(&mut self, ctx: &mut T::Context) {
         let request = self.fanout.send(Subscribe {
             execution: self.execution.clone(),
             after: self.last_seq,
@@ -156,7 +293,7 @@ impl LogSession {
     }
 
     /// Not streamed here: close once the stored status is final, else look again soon.
-    fn finish_or_poll(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn finish_or_poll(&mut self, ctx: &mut T::Context) {
         let executions = self.executions.clone();
         let name = self.execution.clone();
         let status = async move { executions.get(name.as_str()).await };
@@ -176,7 +313,7 @@ impl LogSession {
 
     /// Listens for announcements of the execution (once) and looks at the store again
     /// later in any case.
-    fn wait_for_more(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+    fn wait_for_more(&mut self, ctx: &mut T::Context) {
         if !self.listening {
             self.listening = true;
             let heard = futures_util::stream::unfold(self.bus.listen(), |mut heard| async move {
@@ -214,44 +351,38 @@ impl LogSession {
         }
     }
 
-    fn write(
-        &mut self,
-        lines: &[crate::actors::log_fanout::LogLine],
-        ctx: &mut ws::WebsocketContext<Self>,
-    ) {
+    fn write(&mut self, lines: &[crate::actors::log_fanout::LogLine], ctx: &mut T::Context) {
         for line in lines {
             if line.seq > self.last_seq {
-                ctx.text(line.text.as_str());
+                T::line(ctx, line.seq, line.text.as_str());
                 self.last_seq = line.seq;
             }
         }
     }
 
-    fn end(&mut self, status: Status, ctx: &mut ws::WebsocketContext<Self>) {
-        self.close(ws::CloseCode::Normal, status.as_str(), ctx);
+    fn end(&mut self, status: Status, ctx: &mut T::Context) {
+        self.close(End::Final(status), ctx);
     }
 
-    fn fail(&mut self, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn fail(&mut self, reason: &str, ctx: &mut T::Context) {
         tracing::warn!(execution = %self.execution, reason, "closing a log stream");
-        self.close(ws::CloseCode::Error, reason, ctx);
+        self.close(End::Failed(reason.to_owned()), ctx);
     }
 
-    fn close(&mut self, code: ws::CloseCode, reason: &str, ctx: &mut ws::WebsocketContext<Self>) {
+    fn close(&mut self, end: End, ctx: &mut T::Context) {
         self.subscription = None;
-        ctx.close(Some(ws::CloseReason {
-            code,
-            description: Some(reason.to_owned()),
-        }));
+        T::end(ctx, end);
         ctx.stop();
     }
 }
 
-impl Actor for LogSession {
-    type Context = ws::WebsocketContext<Self>;
+impl<T: Transport> Actor for LogSession<T> {
+    type Context = T::Context;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         metrics::gauge!(crate::telemetry::names::WEBSOCKET_SUBSCRIBERS).increment(1.0);
-        ctx.set_mailbox_capacity(MAILBOX);
+        ctx.parts().set_mailbox_capacity(MAILBOX);
+        T::started(ctx);
         self.catch_up(Then::Subscribe, ctx);
     }
 
@@ -271,16 +402,14 @@ impl Actor for LogSession {
 }
 
 /// Lines and the end of the stream from the LogFanout.
-impl Handler<ToSubscriber> for LogSession {
+impl<T: Transport> Handler<ToSubscriber> for LogSession<T> {
     type Result = ();
 
     fn handle(&mut self, msg: ToSubscriber, ctx: &mut Self::Context) {
         match msg {
             ToSubscriber::Lines(lines) => self.write(&lines, ctx),
             ToSubscriber::Ended { status } => self.end(status, ctx),
-            ToSubscriber::ShuttingDown => {
-                self.close(ws::CloseCode::Away, "server shutting down", ctx)
-            }
+            ToSubscriber::ShuttingDown => self.close(End::Away, ctx),
             ToSubscriber::FellBehind => {
                 self.subscription = None;
                 self.catch_up(Then::Subscribe, ctx);
@@ -296,7 +425,10 @@ enum Heard {
 }
 
 /// Announcements from the replica that follows the run: read the store now.
-impl StreamHandler<Heard> for LogSession {
+impl<T: Transport> StreamHandler<Heard> for LogSession<T>
+where
+    T::Context: AsyncContext<Self>,
+{
     fn handle(&mut self, heard: Heard, ctx: &mut Self::Context) {
         let news = match &heard {
             Heard::Said(announcement) => self.is_news(announcement),
@@ -315,7 +447,7 @@ impl StreamHandler<Heard> for LogSession {
 }
 
 /// The client's frames: answers pings, stops on close; a log stream ignores the rest.
-impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for LogSession {
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for LogSession<Ws> {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         match msg {
             Ok(ws::Message::Ping(bytes)) => ctx.pong(&bytes),

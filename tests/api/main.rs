@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod console;
+mod events;
 mod executions;
 mod fake_kube;
 mod health;
