@@ -21,4 +21,5 @@ mod replica;
 mod schedules;
 mod secrets;
 mod stats;
+mod tls;
 mod web;
