@@ -19,7 +19,8 @@ use rcgen::{
 };
 
 use crate::helpers::{
-    Backend, TEST_SECRETS_KEY, init_test_process, json_body, sample_proc, spawn_app_with, temp_dir,
+    Backend, TEST_SECRETS_KEY, captured_logs, init_test_process, json_body, sample_proc,
+    spawn_app_with, temp_dir,
 };
 
 /// The PostgreSQL password of the test server: no message may contain it.
@@ -602,6 +603,29 @@ async fn rediss_refuses_a_wrong_ca_a_wrong_host_name_and_plain_text_clearly() {
             "{case}: want {expected:?} in {error:?}"
         );
     }
+
+    // proctord starts (Redis connects on first use) and its readiness check says 503,
+    // logging the reason.
+    let other_ca = certificates.other_ca.to_str().unwrap();
+    let address = format!("rediss://localhost:{port}/");
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[
+            ("redis_address", &address),
+            ("redis_ca_file", other_ca),
+            ("secrets_key", TEST_SECRETS_KEY),
+        ],
+    )
+    .await;
+    let body = json_body(app.ready().await, 503).await;
+    assert_eq!(body["error"], "redis unavailable");
+    let logs = captured_logs();
+    assert!(
+        logs.lines()
+            .any(|line| line.contains("readiness check failed")
+                && line.contains("invalid peer certificate: UnknownIssuer")),
+        "the reason is logged"
+    );
 
     // Plain text to the TLS port: the server never answers in plain text.
     let error = redis_store(&format!("redis://localhost:{port}/"), None)
