@@ -304,6 +304,7 @@ async fn postgres_verify_full_with_the_servers_ca_connects_and_serves_proctord()
         Err(problem) => return skip(test, &problem),
     };
     let ca = certificates.ca.to_str().unwrap();
+    let other_ca = certificates.other_ca.to_str().unwrap();
 
     // The URL form: sslmode and sslrootcert as URL parameters.
     let url = server.url(
@@ -340,6 +341,51 @@ async fn postgres_verify_full_with_the_servers_ca_connects_and_serves_proctord()
     ]);
     let db = Db::open(&combined.database).unwrap();
     assert!(uses_tls(&db).await, "the connection is encrypted");
+
+    // proctord itself, configured by its environment as an operator would: the original
+    // settings, then libpq's `system` roots, which the OpenSSL built for libpq finds
+    // through SSL_CERT_FILE only.
+    let proctord = |env: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_proctord"));
+        command.arg("migrate");
+        for (key, _) in
+            std::env::vars().filter(|(k, _)| k.starts_with("PROCTOR_") || k.starts_with("SSL_CERT"))
+        {
+            command.env_remove(key);
+        }
+        command
+            .env("PROCTOR_SECRETS_KEY", TEST_SECRETS_KEY)
+            .env("PROCTOR_LOG_LEVEL", "error")
+            .envs(env.iter().copied())
+            .output()
+            .expect("proctord runs")
+    };
+    let parts = [
+        ("PROCTOR_POSTGRES_HOST", "localhost"),
+        ("PROCTOR_POSTGRES_PORT", port.as_str()),
+        ("PROCTOR_POSTGRES_PASSWORD", PASSWORD),
+        ("PROCTOR_POSTGRES_DATABASE", "postgres"),
+        ("PROCTOR_POSTGRES_SSLMODE", "verify-full"),
+    ];
+    let with_ca = proctord(&[&parts[..], &[("PROCTOR_POSTGRES_SSLROOTCERT", ca)]].concat());
+    assert!(
+        with_ca.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_ca.stderr)
+    );
+    let system = [&parts[..], &[("PROCTOR_POSTGRES_SSLROOTCERT", "system")]].concat();
+    let with_system_roots = proctord(&[&system[..], &[("SSL_CERT_FILE", ca)]].concat());
+    assert!(
+        with_system_roots.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_system_roots.stderr)
+    );
+    let without = proctord(&[&system[..], &[("SSL_CERT_FILE", other_ca)]].concat());
+    let stderr = String::from_utf8_lossy(&without.stderr);
+    eprintln!("proctord migrate, roots without the CA: {stderr}");
+    assert!(!without.status.success());
+    assert!(stderr.contains("certificate verify failed"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
 
     // A whole proctord on it: ready, and its records stored over TLS.
     let app = spawn_app_with(
