@@ -4,11 +4,12 @@
 # hadolint only, so the image build itself is not exercised there.
 
 # --- Build: both binaries, from source. SQLite and libpq are compiled in by their
-# crates (C, built with gcc); TLS is rustls with ring, so there is no OpenSSL.
+# crates (C, built with gcc); libpq's TLS uses an OpenSSL built from source for it
+# alone (openssl-src: needs perl and make); all other TLS is rustls with ring.
 FROM rust:1.95-slim-bookworm AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends gcc libc6-dev make pkg-config \
+    && apt-get install -y --no-install-recommends gcc libc6-dev make perl pkg-config \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -35,9 +36,12 @@ RUN apt-get update \
 COPY --from=build /src/target/release/proctord /src/target/release/proctor /usr/local/bin/
 # PROCTOR_ENVIRONMENT=<env> layers /etc/proctor/config/<env>.toml over the defaults.
 COPY config /etc/proctor/config
+# SSL_CERT_FILE: where libpq's OpenSSL (built from source) finds the system's roots
+# for PROCTOR_POSTGRES_SSLROOTCERT=system.
 ENV PROCTOR_APP_HOST=0.0.0.0 \
     PROCTOR_CONFIG_DIR=/etc/proctor/config \
-    PROCTOR_DATA_DIR=/var/lib/proctor
+    PROCTOR_DATA_DIR=/var/lib/proctor \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 10001:10001
 WORKDIR /var/lib/proctor
 EXPOSE 5001

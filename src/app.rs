@@ -63,6 +63,31 @@ impl Application {
             );
         }
 
+        if settings.database.kind == crate::config::DatabaseKind::Postgres {
+            tracing::info!(
+                sslmode = settings
+                    .database
+                    .sslmode
+                    .map_or("prefer (libpq's default)", |mode| mode.as_str()),
+                sslrootcert = settings
+                    .database
+                    .sslrootcert
+                    .as_deref()
+                    .unwrap_or("(libpq's default)"),
+                "TLS to PostgreSQL"
+            );
+        }
+        if let Some(redis) = &settings.redis {
+            tracing::info!(
+                tls = redis.tls,
+                roots = match (redis.tls, &redis.ca_pem) {
+                    (false, _) => "none",
+                    (true, Some(_)) => "PROCTOR_REDIS_CA_FILE",
+                    (true, None) => "the public web roots",
+                },
+                "TLS to Redis"
+            );
+        }
         let single = settings.database.kind == crate::config::DatabaseKind::Sqlite;
         let _lock = match single {
             true => Some(crate::store::lock_single_replica(&settings.database)?),

@@ -77,19 +77,80 @@ pub enum DatabaseKind {
     Postgres,
 }
 
+/// libpq's `sslmode`: whether a PostgreSQL connection uses TLS and what it checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Plain TCP only.
+    Disable,
+    /// TLS when the server offers it, else plain (libpq's default); nothing is verified.
+    Prefer,
+    /// TLS or no connection; the certificate is not verified.
+    Require,
+    /// TLS with a certificate signed by a trusted CA (the root certificate).
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    const ALL: [(&'static str, SslMode); 5] = [
+        ("disable", SslMode::Disable),
+        ("prefer", SslMode::Prefer),
+        ("require", SslMode::Require),
+        ("verify-ca", SslMode::VerifyCa),
+        ("verify-full", SslMode::VerifyFull),
+    ];
+
+    /// libpq's name for it: `verify-full`.
+    pub fn as_str(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, mode)| *mode == self)
+            .map(|(name, _)| *name)
+            .unwrap_or("prefer")
+    }
+
+    /// One of the five names, or a message listing them (libpq's `allow`, which tries
+    /// plain text first, is refused).
+    fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| *name == text)
+            .map(|(_, mode)| *mode)
+            .ok_or_else(|| {
+                let names: Vec<_> = Self::ALL.iter().map(|(n, _)| *n).collect();
+                format!("expected one of {}, got {text:?}", names.join(", "))
+            })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub kind: DatabaseKind,
-    /// A `postgres://` URL or libpq conninfo string, or a SQLite file path.
+    /// A `postgres://` URL or libpq conninfo string, or a SQLite file path. The TLS
+    /// settings below are already in it.
     pub url: Sensitive<String>,
+    /// PostgreSQL's `sslmode`, from the URL or PROCTOR_POSTGRES_SSLMODE; `None`: libpq's
+    /// default (`prefer`).
+    pub sslmode: Option<SslMode>,
+    /// The CA file PostgreSQL's certificate is checked against (`sslrootcert`), or
+    /// `system` for the system's trusted roots.
+    pub sslrootcert: Option<String>,
     pub max_connections: u32,
     pub connection_max_lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    /// `redis://host:port/` (built from the original's `host:port` form when needed).
+    /// `redis://host:port/` (built from the original's `host:port` form when needed), or
+    /// `rediss://host:port/` for TLS.
     pub url: Sensitive<String>,
+    /// Whether the connection uses TLS (a `rediss://` URL); the server's certificate is
+    /// always verified.
+    pub tls: bool,
+    /// The CA certificates (PEM, read from PROCTOR_REDIS_CA_FILE) that a `rediss://`
+    /// server's certificate must chain to; `None`: the public web roots (webpki-roots).
+    pub ca_pem: Option<Vec<u8>>,
     /// Most commands in flight at once on the one pipelined connection.
     pub max_active_connections: u32,
     /// Prepended to every key, so several deployments (or tests) can share one server.
@@ -354,6 +415,26 @@ impl Settings {
 
         let database = read_database(raw, &data_dir)?;
         let redis = read_redis(raw)?;
+        for (key, needs, used) in [
+            (
+                "postgres_sslmode",
+                "PostgreSQL",
+                database.kind == DatabaseKind::Postgres,
+            ),
+            (
+                "postgres_sslrootcert",
+                "PostgreSQL",
+                database.kind == DatabaseKind::Postgres,
+            ),
+            ("redis_ca_file", "PROCTOR_REDIS_ADDRESS", redis.is_some()),
+        ] {
+            if !used && raw.optional(key).is_some() {
+                warnings.push(format!(
+                    "{} has no effect without {needs}; it is ignored",
+                    variable_name(key)
+                ));
+            }
+        }
         let secrets_key = read_secrets_key(raw)?;
         if secrets_key.is_none() && (database.kind == DatabaseKind::Postgres || redis.is_some()) {
             return Err(SettingsError::new(
@@ -636,10 +717,18 @@ fn read_database(raw: &Raw, data_dir: &Path) -> Result<DatabaseSettings, Setting
     let host = raw.optional("postgres_host");
     let port: u16 = raw.parse("postgres_port", "a port number (0-65535)")?;
     let dbname = raw.get("postgres_database");
+    let setting_sslmode = raw
+        .optional("postgres_sslmode")
+        .map(|v| SslMode::parse(&v.to_ascii_lowercase()))
+        .transpose()
+        .map_err(|message| SettingsError::new("postgres_sslmode", message))?;
+    let setting_sslrootcert = raw.optional("postgres_sslrootcert");
 
-    let (kind, url) = match (raw.optional("database_url"), host) {
+    let (kind, url, sslmode, sslrootcert) = match (raw.optional("database_url"), host) {
         (Some(url), _) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            (DatabaseKind::Postgres, url)
+            let (url, sslmode, sslrootcert) =
+                url_with_tls(&url, setting_sslmode, setting_sslrootcert)?;
+            (DatabaseKind::Postgres, url, sslmode, sslrootcert)
         }
         (Some(url), _) => {
             let path = url.strip_prefix("sqlite://").unwrap_or(&url);
@@ -649,7 +738,7 @@ fn read_database(raw: &Raw, data_dir: &Path) -> Result<DatabaseSettings, Setting
                     "expected a postgres:// URL or a SQLite file path",
                 ));
             }
-            (DatabaseKind::Sqlite, path.to_owned())
+            (DatabaseKind::Sqlite, path.to_owned(), None, None)
         }
         (None, Some(host)) => {
             let mut conninfo = format!(
@@ -661,19 +750,170 @@ fn read_database(raw: &Raw, data_dir: &Path) -> Result<DatabaseSettings, Setting
             if !password.is_empty() {
                 conninfo.push_str(&format!(" password={}", conninfo_quote(&password)));
             }
-            (DatabaseKind::Postgres, conninfo)
+            if let Some(mode) = setting_sslmode {
+                conninfo.push_str(&format!(" sslmode={}", mode.as_str()));
+            }
+            if let Some(path) = &setting_sslrootcert {
+                check_ca_file("postgres_sslrootcert", path)?;
+                conninfo.push_str(&format!(" sslrootcert={}", conninfo_quote(path)));
+            }
+            (
+                DatabaseKind::Postgres,
+                conninfo,
+                setting_sslmode,
+                setting_sslrootcert,
+            )
         }
         (None, None) => (
             DatabaseKind::Sqlite,
             data_dir.join("proctor.db").to_string_lossy().into_owned(),
+            None,
+            None,
         ),
     };
     Ok(DatabaseSettings {
         kind,
         url: Sensitive(url),
+        sslmode,
+        sslrootcert,
         max_connections,
         connection_max_lifetime,
     })
+}
+
+/// A `postgres://` URL with the TLS settings in its query: `sslmode` and `sslrootcert`
+/// found there are checked, and PROCTOR_POSTGRES_SSLMODE / PROCTOR_POSTGRES_SSLROOTCERT
+/// are appended when the URL lacks them. A setting that contradicts the URL is refused
+/// rather than silently winning. Messages never quote the URL (it may hold a password).
+fn url_with_tls(
+    url: &str,
+    setting_sslmode: Option<SslMode>,
+    setting_sslrootcert: Option<String>,
+) -> Result<(String, Option<SslMode>, Option<String>), SettingsError> {
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let param = |name: &str| -> Option<String> {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(key, _)| *key == name)
+            .map(|(_, value)| percent_decode(value))
+            .next_back()
+    };
+    let url_sslmode = param("sslmode")
+        .map(|v| SslMode::parse(&v))
+        .transpose()
+        .map_err(|message| SettingsError::new("database_url", format!("sslmode: {message}")))?;
+    let url_sslrootcert = param("sslrootcert");
+
+    let mut appended = Vec::new();
+    let sslmode = match (url_sslmode, setting_sslmode) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(SettingsError::new(
+                "postgres_sslmode",
+                format!(
+                    "is {:?} but PROCTOR_DATABASE_URL says sslmode={}; set it in one place",
+                    b.as_str(),
+                    a.as_str()
+                ),
+            ));
+        }
+        (Some(mode), _) => Some(mode),
+        (None, Some(mode)) => {
+            appended.push(format!("sslmode={}", mode.as_str()));
+            Some(mode)
+        }
+        (None, None) => None,
+    };
+    let sslrootcert = match (url_sslrootcert, setting_sslrootcert) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(SettingsError::new(
+                "postgres_sslrootcert",
+                format!(
+                    "is {b:?} but PROCTOR_DATABASE_URL says sslrootcert={a:?}; set it in one place"
+                ),
+            ));
+        }
+        (Some(path), _) => {
+            check_ca_file("database_url", &path).map_err(|e| {
+                SettingsError::new("database_url", format!("sslrootcert: {}", e.message))
+            })?;
+            Some(path)
+        }
+        (None, Some(path)) => {
+            check_ca_file("postgres_sslrootcert", &path)?;
+            appended.push(format!("sslrootcert={}", percent_encode(&path)));
+            Some(path)
+        }
+        (None, None) => None,
+    };
+    let mut url = url.to_owned();
+    if !appended.is_empty() {
+        let base = url.trim_end_matches(['?', '&']);
+        let separator = if base.contains('?') { '&' } else { '?' };
+        url = format!("{base}{separator}{}", appended.join("&"));
+    }
+    Ok((url, sslmode, sslrootcert))
+}
+
+/// `%2F` -> `/`, as libpq decodes URL parts (`+` stays a plus).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(hex) = text.get(i + 1..i + 3)
+            && let Ok(byte) = u8::from_str_radix(hex, 16)
+        {
+            out.push(byte);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Encodes everything but unreserved characters and `/`, for a URL query value.
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~/".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Checks PostgreSQL's `sslrootcert` at start-up ([`read_ca_file`]); `system` (libpq's
+/// word for the system's trusted roots) is not a file.
+fn check_ca_file(key: &str, path: &str) -> Result<(), SettingsError> {
+    if path == "system" {
+        return Ok(());
+    }
+    read_ca_file(key, path).map(drop)
+}
+
+/// Reads a CA file (PEM) and checks that it holds at least one certificate, so a
+/// wrong path stops proctord at start-up rather than at its first connection.
+fn read_ca_file(key: &str, path: &str) -> Result<Vec<u8>, SettingsError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let pem = std::fs::read(path)
+        .map_err(|e| SettingsError::new(key, format!("cannot read the CA file {path}: {e}")))?;
+    let certificates = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SettingsError::new(key, format!("{path} is not a PEM file: {e}")))?;
+    if certificates.is_empty() {
+        return Err(SettingsError::new(
+            key,
+            format!("{path} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)"),
+        ));
+    }
+    Ok(pem)
 }
 
 /// Quotes a libpq conninfo value: `'it\'s'`.
@@ -691,27 +931,43 @@ fn read_redis(raw: &Raw) -> Result<Option<RedisSettings>, SettingsError> {
         ));
     }
     let key_prefix = raw.get("redis_key_prefix");
+    let ca_file = raw.optional("redis_ca_file");
     let Some(address) = raw.optional("redis_address") else {
         return Ok(None);
     };
-    if address.starts_with("rediss://") {
-        return Err(SettingsError::new(
-            "redis_address",
-            "rediss:// (TLS) is not supported by this build; use redis:// on a private network",
-        ));
-    }
-    let url = if address.starts_with("redis://") {
+    let tls = address.starts_with("rediss://");
+    let url = if address.starts_with("redis://") || tls {
         address
     } else if address.contains("://") || !address.contains(':') {
         return Err(SettingsError::new(
             "redis_address",
-            "expected host:port (e.g. localhost:6379) or a redis:// URL",
+            "expected host:port (e.g. localhost:6379), a redis:// URL, or a rediss:// URL for TLS",
         ));
     } else {
         format!("redis://{address}/")
     };
+    // The redis crate reads `#insecure` as "skip certificate verification": never here.
+    if tls && url.contains('#') {
+        return Err(SettingsError::new(
+            "redis_address",
+            "a rediss:// URL may not carry a #fragment: the server's certificate is always verified \
+             (give its CA with PROCTOR_REDIS_CA_FILE)",
+        ));
+    }
+    let ca_pem = match ca_file {
+        Some(_) if !tls => {
+            return Err(SettingsError::new(
+                "redis_ca_file",
+                "is set but PROCTOR_REDIS_ADDRESS is not a rediss:// URL; use rediss://host:port/ for TLS",
+            ));
+        }
+        Some(path) => Some(read_ca_file("redis_ca_file", &path)?),
+        None => None,
+    };
     Ok(Some(RedisSettings {
         url: Sensitive(url),
+        tls,
+        ca_pem,
         max_active_connections,
         key_prefix,
     }))
@@ -816,8 +1072,51 @@ mod tests {
                 "PROCTOR_REDIS_ADDRESS: expected host:port",
             ),
             (
-                &[("redis_address", "rediss://cache:6380")],
-                "PROCTOR_REDIS_ADDRESS: rediss:// (TLS) is not supported",
+                &[("redis_address", "rediss://cache:6380/#insecure")],
+                "PROCTOR_REDIS_ADDRESS: a rediss:// URL may not carry a #fragment",
+            ),
+            (
+                &[
+                    ("redis_address", "cache:6380"),
+                    ("redis_ca_file", "/ca.pem"),
+                ],
+                "PROCTOR_REDIS_CA_FILE: is set but PROCTOR_REDIS_ADDRESS is not a rediss:// URL",
+            ),
+            (
+                &[
+                    ("redis_address", "rediss://cache:6380/"),
+                    ("redis_ca_file", "/no/such/ca.pem"),
+                ],
+                "PROCTOR_REDIS_CA_FILE: cannot read the CA file /no/such/ca.pem",
+            ),
+            (
+                &[("postgres_host", "db"), ("postgres_sslmode", "allow")],
+                "PROCTOR_POSTGRES_SSLMODE: expected one of disable, prefer, require, verify-ca, verify-full, got \"allow\"",
+            ),
+            (
+                &[("database_url", "postgres://db/x?sslmode=verify")],
+                "PROCTOR_DATABASE_URL: sslmode: expected one of disable, prefer",
+            ),
+            (
+                &[
+                    ("postgres_host", "db"),
+                    ("postgres_sslrootcert", "/no/such/root.crt"),
+                ],
+                "PROCTOR_POSTGRES_SSLROOTCERT: cannot read the CA file /no/such/root.crt",
+            ),
+            (
+                &[(
+                    "database_url",
+                    "postgres://db/x?sslrootcert=/no/such/root.crt",
+                )],
+                "PROCTOR_DATABASE_URL: sslrootcert: cannot read the CA file /no/such/root.crt",
+            ),
+            (
+                &[
+                    ("database_url", "postgres://db/x?sslmode=require"),
+                    ("postgres_sslmode", "verify-full"),
+                ],
+                "PROCTOR_POSTGRES_SSLMODE: is \"verify-full\" but PROCTOR_DATABASE_URL says sslmode=require",
             ),
             (
                 &[("min_client_version", "one")],
@@ -890,6 +1189,178 @@ mod tests {
             "Debug hides secrets"
         );
         assert_eq!(s.secrets_key.unwrap().expose(), &[7u8; 32]);
+    }
+
+    /// A CA certificate (PEM) in a file of its own, and a file that is not one.
+    fn ca_files() -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("proctor-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(dir.join("with space")).unwrap();
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        let ca_path = dir.join("with space/ca.pem");
+        std::fs::write(&ca_path, ca.cert.pem()).unwrap();
+        let not_pem = dir.join("notes.txt");
+        std::fs::write(&not_pem, "not a certificate\n").unwrap();
+        (ca_path, not_pem)
+    }
+
+    #[test]
+    fn postgres_tls_settings_reach_the_conninfo_and_the_url() {
+        let (ca, _) = ca_files();
+        let ca = ca.to_str().unwrap();
+        let key = hex::encode([1u8; 32]);
+        let s = settings(&[
+            ("postgres_host", "db.internal"),
+            ("postgres_sslmode", "VERIFY-FULL"),
+            ("postgres_sslrootcert", ca),
+            ("secrets_key", &key),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.database.url.expose(),
+            &format!(
+                "host='db.internal' port=5432 user='postgres' dbname='proctord' sslmode=verify-full sslrootcert='{ca}'"
+            )
+        );
+        assert_eq!(s.database.sslmode, Some(SslMode::VerifyFull));
+
+        let encoded = ca.replace(' ', "%20");
+        let cases = [
+            (
+                "postgres://u:pw@db/x",
+                format!("postgres://u:pw@db/x?sslmode=verify-ca&sslrootcert={encoded}"),
+            ),
+            (
+                "postgres://u:pw@db/x?connect_timeout=5",
+                format!(
+                    "postgres://u:pw@db/x?connect_timeout=5&sslmode=verify-ca&sslrootcert={encoded}"
+                ),
+            ),
+            (
+                "postgres://u:pw@db/x?",
+                format!("postgres://u:pw@db/x?sslmode=verify-ca&sslrootcert={encoded}"),
+            ),
+        ];
+        for (url, expected) in cases {
+            let s = settings(&[
+                ("database_url", url),
+                ("postgres_sslmode", "verify-ca"),
+                ("postgres_sslrootcert", ca),
+                ("secrets_key", &key),
+            ])
+            .unwrap();
+            assert_eq!(s.database.url.expose(), &expected, "{url}");
+        }
+
+        // Said in the URL alone, or the same in both places: the URL is kept as it is.
+        let url = format!("postgres://db/x?sslmode=verify-full&sslrootcert={encoded}");
+        for extra in [
+            &[][..],
+            &[
+                ("postgres_sslmode", "verify-full"),
+                ("postgres_sslrootcert", ca),
+            ][..],
+        ] {
+            let mut pairs = vec![
+                ("database_url", url.as_str()),
+                ("secrets_key", key.as_str()),
+            ];
+            pairs.extend_from_slice(extra);
+            let s = settings(&pairs).unwrap();
+            assert_eq!(s.database.url.expose(), &url);
+            assert_eq!(s.database.sslmode, Some(SslMode::VerifyFull));
+            assert_eq!(s.database.sslrootcert.as_deref(), Some(ca));
+        }
+
+        // libpq's word for the system's roots is not a file.
+        let s = settings(&[
+            (
+                "database_url",
+                "postgres://db/x?sslmode=verify-full&sslrootcert=system",
+            ),
+            ("secrets_key", &key),
+        ])
+        .unwrap();
+        assert_eq!(s.database.sslrootcert.as_deref(), Some("system"));
+    }
+
+    #[test]
+    fn tls_setting_errors_never_quote_the_database_url() {
+        let (_, not_pem) = ca_files();
+        let not_pem = not_pem.to_str().unwrap();
+        let cases = [
+            (
+                "postgres://proctor:hunter2@db/x?sslmode=verify-fool".to_owned(),
+                "PROCTOR_DATABASE_URL: sslmode: expected one of",
+            ),
+            (
+                format!("postgres://proctor:hunter2@db/x?sslrootcert={not_pem}"),
+                "PROCTOR_DATABASE_URL: sslrootcert:",
+            ),
+        ];
+        for (url, expected) in cases {
+            let err = settings(&[("database_url", &url)]).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{err}");
+            assert!(!err.contains("hunter2"), "{err}");
+        }
+        let err = settings(&[("postgres_host", "db"), ("postgres_sslrootcert", not_pem)])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("PROCTOR_POSTGRES_SSLROOTCERT:")
+                && err.contains("holds no certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rediss_addresses_use_tls_with_the_ca_file() {
+        let (ca, not_pem) = ca_files();
+        let key = hex::encode([1u8; 32]);
+        let s = settings(&[
+            ("redis_address", "rediss://cache.internal:6380/"),
+            ("redis_ca_file", ca.to_str().unwrap()),
+            ("secrets_key", &key),
+        ])
+        .unwrap();
+        let redis = s.redis.unwrap();
+        assert!(redis.tls);
+        assert_eq!(redis.ca_pem.unwrap(), std::fs::read(&ca).unwrap());
+
+        let s = settings(&[
+            ("redis_address", "rediss://cache:6380/"),
+            ("secrets_key", &key),
+        ])
+        .unwrap();
+        let redis = s.redis.unwrap();
+        assert!(redis.tls && redis.ca_pem.is_none(), "the public web roots");
+
+        let err = settings(&[
+            ("redis_address", "rediss://cache:6380/"),
+            ("redis_ca_file", not_pem.to_str().unwrap()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("PROCTOR_REDIS_CA_FILE:") && err.contains("holds no certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_settings_without_their_service_are_warned_about() {
+        let s = settings(&[
+            ("postgres_sslmode", "require"),
+            ("redis_ca_file", "/ca.pem"),
+        ])
+        .unwrap();
+        assert!(s.is_embedded());
+        for name in ["PROCTOR_POSTGRES_SSLMODE", "PROCTOR_REDIS_CA_FILE"] {
+            assert!(
+                s.warnings.iter().any(|w| w.starts_with(name)),
+                "{name}: {:?}",
+                s.warnings
+            );
+        }
     }
 
     #[test]

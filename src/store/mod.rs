@@ -157,9 +157,9 @@ impl r2d2::ManageConnection for ConnectionManager {
 
     fn connect(&self) -> Result<DbConnection, Self::Error> {
         match self.kind {
-            DatabaseKind::Postgres => {
-                PgConnection::establish(&self.url).map(DbConnection::Postgresql)
-            }
+            DatabaseKind::Postgres => PgConnection::establish(&self.url)
+                .map(DbConnection::Postgresql)
+                .map_err(postgres_connection_error),
             DatabaseKind::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.url)?;
                 // WAL lets readers run beside the writer; busy_timeout makes writers queue
@@ -181,6 +181,27 @@ impl r2d2::ManageConnection for ConnectionManager {
 
     fn has_broken(&self, _conn: &mut DbConnection) -> bool {
         false
+    }
+}
+
+/// libpq's reason on one line, saying what failed: `could not connect to PostgreSQL:
+/// connection to server at "db" (10.0.0.5), port 5432 failed: server certificate for
+/// "localhost" does not match host name "db"`. libpq's messages name the host, port,
+/// user and database, never the password.
+fn postgres_connection_error(e: diesel::ConnectionError) -> diesel::ConnectionError {
+    match e {
+        diesel::ConnectionError::BadConnection(message) => {
+            let lines: Vec<&str> = message
+                .lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty())
+                .collect();
+            diesel::ConnectionError::BadConnection(format!(
+                "could not connect to PostgreSQL: {}",
+                lines.join("; ")
+            ))
+        }
+        other => other,
     }
 }
 

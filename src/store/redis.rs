@@ -1,6 +1,7 @@
 //! Redis (procs and secrets in production): one multiplexed connection, driven by
 //! tokio, that every request pipelines onto, with every key under one prefix. At most
-//! PROCTOR_REDIS_MAX_ACTIVE_CONNECTIONS commands are in flight at once.
+//! PROCTOR_REDIS_MAX_ACTIVE_CONNECTIONS commands are in flight at once. A `rediss://`
+//! address speaks TLS through rustls, always verifying the server's certificate.
 //!
 //! The connection is made on first use and remade in the background when it drops.
 //! A command that fails because the connection dropped (Redis restarted, a proxy
@@ -10,6 +11,7 @@
 //! deletion whose first reply was lost in flight reports the proc as already gone.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::FromRedisValue;
@@ -29,7 +31,8 @@ const RECONNECT_ATTEMPTS: usize = 2;
 #[derive(Clone)]
 pub struct Redis {
     conn: ConnectionManager,
-    client: redis::Client,
+    /// Behind an `Arc`: with its TLS parameters a client is a few hundred bytes.
+    client: Arc<redis::Client>,
     prefix: String,
 }
 
@@ -43,7 +46,20 @@ impl Redis {
                 e.kind()
             ))
         };
-        let client = redis::Client::open(settings.url.expose().as_str()).map_err(unusable)?;
+        let url = settings.url.expose().as_str();
+        // rediss://: rustls (ring) verifies the server's certificate against the CA file,
+        // or else the public web roots.
+        let client = match &settings.ca_pem {
+            Some(pem) => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(url),
+        }
+        .map_err(unusable)?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECTION_TIMEOUT))
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
@@ -54,7 +70,7 @@ impl Redis {
             ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unusable)?;
         Ok(Self {
             conn,
-            client,
+            client: Arc::new(client),
             prefix: settings.key_prefix.clone(),
         })
     }
@@ -66,7 +82,7 @@ impl Redis {
 
     /// The client, for a connection of its own (the bus's subscription).
     pub fn client(&self) -> redis::Client {
-        self.client.clone()
+        (*self.client).clone()
     }
 
     pub fn prefix(&self) -> &str {

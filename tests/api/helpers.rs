@@ -248,7 +248,7 @@ pub fn http_client() -> reqwest::Client {
 }
 
 /// Installs the crypto provider and the capturing log subscriber, once per process.
-fn init_test_process() {
+pub fn init_test_process() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         rustls::crypto::ring::default_provider()

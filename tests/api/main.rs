@@ -23,4 +23,5 @@ mod replica;
 mod schedules;
 mod secrets;
 mod stats;
+mod tls;
 mod web;
