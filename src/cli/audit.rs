@@ -8,14 +8,31 @@ use super::error::CliError;
 use super::output::{self, Format, text};
 
 /// What `proctor audit` filters on.
+#[derive(Debug, clap::Args)]
 pub struct AuditQuery {
+    /// Only changes by this actor (an e-mail, or cli:USER for proctord commands)
+    #[arg(long)]
     pub actor: Option<String>,
+    /// Only changes to this kind of object
+    #[arg(long, value_parser = ["proc", "secret", "schedule", "user", "token", "session", "execution"])]
     pub kind: Option<String>,
+    /// Only changes to this object (a proc or execution name, a schedule id, an e-mail)
+    #[arg(long)]
     pub object: Option<String>,
+    /// Only this action (proc.updated, schedule.disabled, ...)
+    #[arg(long)]
     pub action: Option<String>,
+    /// Only changes at or after this RFC 3339 time
+    #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
+    /// Only changes before this RFC 3339 time
+    #[arg(long, value_name = "TIME")]
     pub until: Option<String>,
+    /// Only changes older than this id (for the next page)
+    #[arg(long, value_name = "ID")]
     pub before: Option<i64>,
+    /// How many (1-500)
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
     pub limit: u32,
 }
 

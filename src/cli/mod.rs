@@ -177,32 +177,7 @@ enum Command {
     Version,
     /// Who changed what, newest first: procs, secrets (names only), schedules, users,
     /// tokens, sign-ins and cancelled runs (admins)
-    Audit {
-        /// Only changes by this actor (an e-mail, or cli:USER for proctord commands)
-        #[arg(long)]
-        actor: Option<String>,
-        /// Only changes to this kind of object
-        #[arg(long, value_parser = ["proc", "secret", "schedule", "user", "token", "session", "execution"])]
-        kind: Option<String>,
-        /// Only changes to this object (a proc or execution name, a schedule id, an e-mail)
-        #[arg(long)]
-        object: Option<String>,
-        /// Only this action (proc.updated, schedule.disabled, ...)
-        #[arg(long)]
-        action: Option<String>,
-        /// Only changes at or after this RFC 3339 time
-        #[arg(long, value_name = "TIME")]
-        since: Option<String>,
-        /// Only changes before this RFC 3339 time
-        #[arg(long, value_name = "TIME")]
-        until: Option<String>,
-        /// Only changes older than this id (for the next page)
-        #[arg(long, value_name = "ID")]
-        before: Option<i64>,
-        /// How many (1-500)
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
-        limit: u32,
-    },
+    Audit(audit::AuditQuery),
 }
 
 #[derive(Debug, Args)]
@@ -399,28 +374,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, CliError> {
             let ScheduleArgs { action, create } = *args;
             done(schedule(&client, action, create, format).await)
         }
-        Command::Audit {
-            actor,
-            kind,
-            object,
-            action,
-            since,
-            until,
-            before,
-            limit,
-        } => {
-            let query = audit::AuditQuery {
-                actor,
-                kind,
-                object,
-                action,
-                since,
-                until,
-                before,
-                limit,
-            };
-            done(audit::list(&client, query, format).await)
-        }
+        Command::Audit(query) => done(audit::list(&client, query, format).await),
         Command::Config { .. } | Command::Version | Command::Completion { .. } => {
             unreachable!("handled above")
         }

@@ -11,6 +11,7 @@ use crate::helpers::{
     Backend, Caller, TestApp, add_user, backends, error_message, json_body, register_script,
     sample_proc, spawn_app, spawn_app_with,
 };
+use crate::web::{as_browser, sign_in, sign_in_request};
 
 /// A secret value that must never be found in any audit record.
 const SECRET_VALUE: &str = "xoxb-never-in-the-audit-9f8e7d";
@@ -320,28 +321,8 @@ async fn the_audit_log_is_for_admins_filtered_and_paged_and_cannot_be_changed() 
 #[actix_web::test]
 async fn console_sign_ins_and_sign_outs_are_recorded() {
     let app = spawn_app(Backend::Embedded).await;
-    let response = app
-        .request(Method::POST, "/api/v1/session", None)
-        .header("Origin", &app.address)
-        .json(&json!({"email": app.member.email, "token": app.member.token}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 200);
-    let cookie = response
-        .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
-    let response = app
-        .request(Method::DELETE, "/api/v1/session", None)
-        .header("Origin", &app.address)
-        .header("Cookie", &cookie)
+    let cookie = sign_in(&app, &app.member).await;
+    let response = as_browser(&app, Method::DELETE, "/api/v1/session", &cookie)
         .send()
         .await
         .unwrap();
@@ -513,13 +494,7 @@ async fn repeated_bad_tokens_from_one_address_are_braked_with_retry_after() {
     assert_eq!(status, 429);
     let seconds: u64 = retry_after.unwrap().parse().unwrap();
     assert!((1..=60).contains(&seconds));
-    let response = app
-        .request(Method::POST, "/api/v1/session", None)
-        .header("Origin", &app.address)
-        .json(&json!({"email": app.member.email, "token": app.member.token}))
-        .send()
-        .await
-        .unwrap();
+    let response = sign_in_request(&app, &app.member.email, &app.member.token).await;
     assert_eq!(response.status().as_u16(), 429);
     assert!(response.headers().contains_key("retry-after"));
     // Requests that need no credentials are not braked.

@@ -23,13 +23,18 @@ fn session_cookie(headers: &HeaderMap) -> String {
     session_cookie_from(set)
 }
 
-async fn sign_in(app: &TestApp, who: &Caller) -> String {
-    let response = app
-        .request(Method::POST, "/api/v1/session", None)
-        .json(&json!({"email": who.email, "token": who.token}))
+/// `POST /api/v1/session` with an e-mail and token, as the sign-in page sends it.
+pub(crate) async fn sign_in_request(app: &TestApp, email: &str, token: &str) -> reqwest::Response {
+    app.request(Method::POST, "/api/v1/session", None)
+        .header(header::ORIGIN, &app.address)
+        .json(&json!({"email": email, "token": token}))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+pub(crate) async fn sign_in(app: &TestApp, who: &Caller) -> String {
+    let response = sign_in_request(app, &who.email, &who.token).await;
     let cookie = session_cookie(response.headers());
     let body = json_body(response, 200).await;
     assert_eq!(body["email"], who.email.as_str());
@@ -37,7 +42,12 @@ async fn sign_in(app: &TestApp, who: &Caller) -> String {
 }
 
 /// A request carrying only the console's cookie (and the page's own Origin).
-fn as_browser(app: &TestApp, method: Method, path: &str, cookie: &str) -> reqwest::RequestBuilder {
+pub(crate) fn as_browser(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    cookie: &str,
+) -> reqwest::RequestBuilder {
     app.request(method, path, None)
         .header(header::COOKIE, cookie)
         .header(header::ORIGIN, &app.address)
