@@ -352,7 +352,10 @@ pub async fn backfill(
         procs: stores.procs.clone(),
         dispatcher,
     };
-    let fires = at.into_iter().map(|when| (schedule.clone(), when)).collect();
+    let fires = at
+        .into_iter()
+        .map(|when| (schedule.clone(), when))
+        .collect();
     claim_and_run(&parts, fires, Occasion::Backfill).await
 }
 
@@ -391,7 +394,10 @@ async fn claim_and_run(
         }
     };
     // The outcomes of one claim's fires are written together.
-    let outcomes: Vec<_> = ran.iter().filter_map(|(record, _)| record.clone()).collect();
+    let outcomes: Vec<_> = ran
+        .iter()
+        .filter_map(|(record, _)| record.clone())
+        .collect();
     if !outcomes.is_empty() {
         let count = outcomes.len();
         let record = || parts.schedules.record(outcomes.clone());
@@ -404,10 +410,8 @@ async fn claim_and_run(
         .into_iter()
         .map(|mine| match (mine, mine.then(|| ran.next()).flatten()) {
             (true, Some((record, execution))) => FireReport::Claimed {
-                outcome: record.map_or_else(
-                    || "failed: the store is unavailable".to_owned(),
-                    |r| r.2,
-                ),
+                outcome: record
+                    .map_or_else(|| "failed: the store is unavailable".to_owned(), |r| r.2),
                 execution,
             },
             _ => FireReport::AlreadyClaimed,

@@ -314,10 +314,7 @@ mod tests {
                 anchor,
                 100
             ),
-            [
-                utc("2026-01-01T00:01:30Z"),
-                utc("2026-01-01T00:03:00Z")
-            ],
+            [utc("2026-01-01T00:01:30Z"), utc("2026-01-01T00:03:00Z")],
             "@every starts after its anchor; to is excluded"
         );
     }
