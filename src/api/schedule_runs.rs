@@ -95,9 +95,23 @@ pub async fn run_now(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct BackfillRequest {
     /// The first instant of the range (RFC 3339), included.
-    pub from: DateTime<Utc>,
+    #[schema(format = DateTime)]
+    pub from: String,
     /// The end of the range (RFC 3339), excluded; a time in the future is taken as now.
-    pub to: DateTime<Utc>,
+    #[schema(format = DateTime)]
+    pub to: String,
+}
+
+/// One end of a backfill's range: 400 naming it when it is no RFC 3339 time.
+fn parse_time(field: &str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| {
+            ApiError::bad_request(format!(
+                "{field}: {:?} is not an RFC 3339 time such as 2026-12-01T08:00:00Z ({e})",
+                crate::model::ids::truncate(text, 64)
+            ))
+        })
 }
 
 /// A fire a backfill started.
@@ -159,7 +173,11 @@ pub async fn backfill(
     id: web::Path<String>,
     body: web::Json<BackfillRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    let BackfillRequest { from, to } = body.into_inner();
+    let request = body.into_inner();
+    let (from, to) = (
+        parse_time("from", &request.from)?,
+        parse_time("to", &request.to)?,
+    );
     if from >= to {
         return Err(ApiError::bad_request(format!(
             "from ({}) must be before to ({})",
