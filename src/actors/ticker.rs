@@ -322,7 +322,7 @@ pub enum FireReport {
     /// Claimed here; the outcome recorded for it and the execution it started, if any.
     Claimed {
         outcome: String,
-        execution: Option<Execution>,
+        execution: Option<Box<Execution>>,
     },
 }
 
@@ -412,7 +412,7 @@ async fn claim_and_run(
             (true, Some((record, execution))) => FireReport::Claimed {
                 outcome: record
                     .map_or_else(|| "failed: the store is unavailable".to_owned(), |r| r.2),
-                execution,
+                execution: execution.map(Box::new),
             },
             _ => FireReport::AlreadyClaimed,
         })
