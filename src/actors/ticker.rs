@@ -1,6 +1,8 @@
 //! The Ticker keeps every enabled schedule's next fire time in memory, ordered, with one
 //! timer armed for the earliest. At a due time it claims the fire in the database —
 //! exactly one replica's claim succeeds — and only then asks the Dispatcher to run it.
+//! A backfill ([`backfill`]) claims past fires under the same key, so a fire runs once
+//! whether the Ticker or a backfill, on whichever replica, asks first.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
