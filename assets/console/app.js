@@ -1173,7 +1173,7 @@ function scheduleForm(procs, after) {
 function scheduleManual(schedule) {
   const path = `/jobs/schedule/${enc(schedule.id)}`;
   const runError = el("span", { id: "schedule-run-error", class: "form-error", role: "alert" });
-  const runNow = el("button", { id: "schedule-run-now", type: "button", class: "primary", "aria-label": `run the schedule of ${schedule.name} now` }, "Run now");
+  const runNow = el("button", { id: "schedule-run-now", type: "button", class: "primary", "aria-label": `Run now the schedule of ${schedule.name}` }, "Run now");
   runNow.addEventListener("click", async () => {
     runNow.disabled = true;
     try {
