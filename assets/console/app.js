@@ -1170,7 +1170,7 @@ function scheduleForm(procs, after) {
 }
 
 // "Run now" and the backfill form of a schedule's page.
-function scheduleManual(schedule) {
+function scheduleManual(schedule, refresh) {
   const path = `/jobs/schedule/${enc(schedule.id)}`;
   const runError = el("span", { id: "schedule-run-error", class: "form-error", role: "alert" });
   const runNow = el("button", { id: "schedule-run-now", type: "button", class: "primary", "aria-label": `Run now the schedule of ${schedule.name}` }, "Run now");
@@ -1217,6 +1217,7 @@ function scheduleManual(schedule) {
         started.length ? el("ul", { id: "backfill-started" }, started.map((f) => el("li", {},
           formatInZone(f.fire_at, schedule.time_zone), " ", el("a", { href: `/runs/${enc(f.execution)}`, class: "mono" }, f.execution)))) : "",
         failed.length ? el("ul", { id: "backfill-failed" }, failed.map((f) => el("li", {}, `${formatInZone(f.fire_at, schedule.time_zone)}: ${f.reason}`))) : "");
+      await refresh();
     } catch (e) {
       error.textContent = e.message;
     } finally {
@@ -1244,8 +1245,21 @@ async function schedulePage(view, ctx, id) {
     words = e.message;
   }
   const args = Object.entries(schedule.args || {}).map(([k, v]) => `${k}=${v}`).join(" ") || "none";
-  const fires = (history.fires || []).map((f) => el("tr", {},
-    el("td", {}, formatInZone(f.fire_at, schedule.time_zone)), el("td", {}, f.outcome), el("td", { class: "mono" }, f.execution_id || "—")));
+  const firesView = (history) => {
+    const fires = (history.fires || []).map((f) => el("tr", {},
+      el("td", {}, formatInZone(f.fire_at, schedule.time_zone)), el("td", {}, f.outcome), el("td", { class: "mono" }, f.execution_id || "—")));
+    return fires.length ? el("div", { class: "table-wrap" }, el("table", { id: "schedule-fires" },
+      el("thead", {}, el("tr", {}, ["Fire time", "Outcome", "Execution id"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, fires))) : el("p", { class: "muted" }, "No fires yet.");
+  };
+  const runsBox = el("div", {}, runsTable(history.executions, "schedule-runs", "No runs yet."));
+  const firesBox = el("div", {}, firesView(history));
+  // After a backfill: the runs and fires it added.
+  const refresh = async () => {
+    const latest = await api("GET", `/jobs/schedule/${enc(id)}/executions`);
+    runsBox.replaceChildren(runsTable(latest.executions, "schedule-runs", "No runs yet."));
+    firesBox.replaceChildren(firesView(latest));
+  };
   view.append(
     el("h1", {}, `Schedule of ${schedule.name}`),
     el("section", { id: "schedule-detail", class: "panel" }, el("dl", { class: "facts" },
@@ -1261,13 +1275,9 @@ async function schedulePage(view, ctx, id) {
       el("dt", {}, "Group"), el("dd", {}, schedule.group_name),
       el("dt", {}, "Created by"), el("dd", {}, schedule.user_email)),
     el("p", {}, scheduleActions(schedule, (action) => navigate(action === "delete" ? "/schedules" : location.pathname, true)))),
-    scheduleManual(schedule),
-    el("section", { class: "panel" }, el("h2", {}, "Runs"),
-      runsTable(history.executions, "schedule-runs", "No runs yet.")),
-    el("section", { class: "panel" }, el("h2", {}, "Recent fires"),
-      fires.length ? el("div", { class: "table-wrap" }, el("table", { id: "schedule-fires" },
-        el("thead", {}, el("tr", {}, ["Fire time", "Outcome", "Execution id"].map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, fires))) : el("p", { class: "muted" }, "No fires yet.")));
+    scheduleManual(schedule, refresh),
+    el("section", { class: "panel" }, el("h2", {}, "Runs"), runsBox),
+    el("section", { class: "panel" }, el("h2", {}, "Recent fires"), firesBox));
 }
 
 render();

@@ -690,6 +690,9 @@ def test_a_schedule_is_run_now_and_backfilled_from_its_page(open_console, config
         assert result.get_attribute("data-started") == "2"
         assert result.get_attribute("data-skipped") == "3"
         expect(page.locator("ul#backfill-started li a")).to_have_count(2)
+        # The page's runs and fires show what the backfill added.
+        expect(page.locator("table#schedule-runs tbody tr[data-name]")).to_have_count(6)
+        expect(page.locator("table#schedule-fires tbody tr")).to_have_count(5)
         console.check("schedule-backfilled")
 
         history = api.get(f"/jobs/schedule/{schedule_id}/executions").json()
