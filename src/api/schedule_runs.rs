@@ -16,7 +16,7 @@ use super::schedules::find_visible;
 use crate::actors::Execute;
 use crate::actors::dispatcher::DispatchError;
 use crate::actors::ticker::{self, FireReport};
-use crate::error::{ApiError, ClientErrors, ErrorBody};
+use crate::error::{ApiError, ClientErrors, ErrorBody, ErrorKind};
 use crate::model::CronSpec;
 use crate::model::schedule::parse_time_zone;
 use crate::store::{Execution, Schedule};
@@ -208,13 +208,21 @@ pub async fn backfill(
             "the range holds {count} fires; a backfill runs at most {BACKFILL_MAX_FIRES}: narrow the range"
         )));
     }
-    let reports = ticker::backfill(
-        &state.stores,
-        state.actors.dispatcher.clone(),
-        schedule.clone(),
-        at.clone(),
-    )
-    .await?;
+    // A task of its own: a client that hangs up (or times out) on a long backfill does
+    // not stop it between claiming its fires and starting their runs.
+    let work = {
+        let (stores, dispatcher) = (state.stores.clone(), state.actors.dispatcher.clone());
+        let (schedule, at) = (schedule.clone(), at.clone());
+        actix_web::rt::spawn(
+            async move { ticker::backfill(&stores, dispatcher, schedule, at).await },
+        )
+    };
+    let reports = work.await.map_err(|e| {
+        ApiError::new(
+            ErrorKind::Internal,
+            format!("the backfill of schedule {} stopped: {e}", schedule.id),
+        )
+    })??;
     let mut report = BackfillReport {
         schedule_id: schedule.id.clone(),
         from: rfc3339(from),

@@ -212,6 +212,10 @@ pub async fn run_now(client: &Client, id: &str, format: Format) -> Result<(), Cl
     Ok(())
 }
 
+/// How long a backfill may take to answer (it starts up to 1000 runs, one after
+/// another), whatever CONNECTION_TIMEOUT_SECS says; connecting is still bounded by it.
+const BACKFILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// `proctor schedule backfill ID --from TIME [--to TIME]`: the fires started, skipped
 /// (they had run) and failed.
 pub async fn backfill(
@@ -224,13 +228,15 @@ pub async fn backfill(
     let to = to
         .map(str::to_owned)
         .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
-    let report: Value = client
-        .post_json(
+    let request = client
+        .request(
+            Method::POST,
             &format!("/jobs/schedule/{}/backfill", segment(id)),
-            &json!({"from": from, "to": to}),
-            NO_SCHEDULE_HINT,
         )
-        .await?;
+        .json(&json!({"from": from, "to": to}))
+        .timeout(BACKFILL_TIMEOUT);
+    let response = client.send(request, NO_SCHEDULE_HINT).await?;
+    let report: Value = client.read_json(response).await?;
     if format == Format::Json {
         output::json(&report);
         return Ok(());

@@ -501,3 +501,27 @@ async fn run_now_starts_one_run_with_the_schedules_args_as_the_caller() {
         );
     }
 }
+
+#[actix_web::test]
+async fn a_backfill_of_the_limit_runs_a_thousand_fires() {
+    let app = spawn_app(Backend::Embedded).await;
+    register_script(&app, "quick", "true", &["NAME"], json!({})).await;
+    let id = app.scheduled("quick", "* * * * * *", &app.member).await;
+    disable(&app, &id).await;
+    let (start, _) = past_hour();
+    let started = std::time::Instant::now();
+    let report = json_body(
+        app.backfill(&id, start, start + TimeDelta::seconds(1000), &app.member)
+            .await,
+        200,
+    )
+    .await;
+    println!("1000 fires backfilled in {:?}", started.elapsed());
+    assert_eq!(report["fires"], 1000);
+    assert_eq!(
+        times(&report, "started").len(),
+        1000,
+        "{}",
+        report["failed"]
+    );
+}
