@@ -305,6 +305,18 @@ mod tests {
             3,
         );
         assert_eq!(limited.len(), 3, "stops at the limit");
+        let secondly = CronSpec::parse("* * * * * *").unwrap();
+        assert_eq!(
+            secondly.between(
+                utc("2026-11-25T08:00:00.500Z"),
+                utc("2026-11-25T08:00:03Z"),
+                Tz::UTC,
+                anchor,
+                100
+            ),
+            [utc("2026-11-25T08:00:01Z"), utc("2026-11-25T08:00:02Z")],
+            "a from between two fires takes the next"
+        );
         let every = CronSpec::parse("@every 90s").unwrap();
         assert_eq!(
             every.between(
