@@ -386,27 +386,28 @@ async fn claim_and_run(
         }
     }
     let ran: Vec<_> = match occasion {
-        Occasion::Due => futures_util::future::join_all(won).await,
+        // The outcomes of one instant's fires are written together.
+        Occasion::Due => {
+            let ran = futures_util::future::join_all(won).await;
+            record(parts, &ran).await;
+            ran
+        }
+        // A long backfill writes as it goes, so what it started shows (and stays
+        // recorded if this replica dies) before the last run starts.
         Occasion::Backfill => {
             let mut ran = Vec::with_capacity(won.len());
+            let mut written = 0;
             for run in won {
                 ran.push(run.await);
+                if ran.len() - written == RECORD_EVERY {
+                    record(parts, &ran[written..]).await;
+                    written = ran.len();
+                }
             }
+            record(parts, &ran[written..]).await;
             ran
         }
     };
-    // The outcomes of one claim's fires are written together.
-    let outcomes: Vec<_> = ran
-        .iter()
-        .filter_map(|(record, _)| record.clone())
-        .collect();
-    if !outcomes.is_empty() {
-        let count = outcomes.len();
-        let record = || parts.schedules.record(outcomes.clone());
-        if let Err(e) = retrying("recording the fires' outcomes", record).await {
-            tracing::warn!(fires = count, error = %e, "cannot record the fires' outcomes");
-        }
-    }
     let mut ran = ran.into_iter();
     Ok(claimed
         .into_iter()
@@ -423,6 +424,22 @@ async fn claim_and_run(
 
 /// A fire's outcome to record: `(schedule id, fire_at, outcome, execution id)`.
 type FireRecord = (String, NaiveDateTime, String, Option<String>);
+
+/// How many outcomes of a backfill are written at once.
+const RECORD_EVERY: usize = 50;
+
+/// Writes the outcomes of fires run here, in one transaction.
+async fn record(parts: &Parts, ran: &[(Option<FireRecord>, Option<Execution>)]) {
+    let outcomes: Vec<FireRecord> = ran.iter().filter_map(|(r, _)| r.clone()).collect();
+    if outcomes.is_empty() {
+        return;
+    }
+    let count = outcomes.len();
+    let write = || parts.schedules.record(outcomes.clone());
+    if let Err(e) = retrying("recording the fires' outcomes", write).await {
+        tracing::warn!(fires = count, error = %e, "cannot record the fires' outcomes");
+    }
+}
 
 /// Runs a fire this replica claimed (unless Forbid says to skip a due one); answers
 /// how it went, to be recorded, and the execution it started.
