@@ -150,7 +150,7 @@ fn describe_metrics() {
     describe_counter!(LOG_LINES, "Log lines received from runs");
     describe_counter!(
         SCHEDULE_FIRES,
-        "Schedule fires, by outcome (dispatched, skipped, failed, claimed_elsewhere)"
+        "Schedule fires, by outcome (dispatched, backfilled, skipped, failed, claimed_elsewhere)"
     );
     describe_counter!(MAILS, "Notification mails, by result (sent, failed)");
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by method, route and status");

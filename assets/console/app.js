@@ -1169,6 +1169,67 @@ function scheduleForm(procs, after) {
   return form;
 }
 
+// "Run now" and the backfill form of a schedule's page.
+function scheduleManual(schedule, refresh) {
+  const path = `/jobs/schedule/${enc(schedule.id)}`;
+  const runError = el("span", { id: "schedule-run-error", class: "form-error", role: "alert" });
+  const runNow = el("button", { id: "schedule-run-now", type: "button", class: "primary", "aria-label": `Run now the schedule of ${schedule.name}` }, "Run now");
+  runNow.addEventListener("click", async () => {
+    runNow.disabled = true;
+    try {
+      const run = await api("POST", `${path}/run`);
+      navigate(`/runs/${enc(run.name)}`);
+    } catch (e) {
+      runError.textContent = e.message;
+      runNow.disabled = false;
+    }
+  });
+  const from = el("input", { id: "backfill-from", name: "from", type: "datetime-local", step: 1, required: true });
+  const to = el("input", { id: "backfill-to", name: "to", type: "datetime-local", step: 1, required: true });
+  const error = el("p", { id: "backfill-error", class: "form-error", role: "alert" });
+  const result = el("div", { id: "backfill-result", "aria-live": "polite" });
+  const submit = el("button", { id: "backfill-submit", type: "submit" }, "Backfill");
+  const form = el("form", { id: "backfill-form", novalidate: true },
+    el("h3", {}, "Backfill"),
+    el("p", { class: "hint" }, "Runs each fire of the range (from included, to excluded; your local time) that has not run, at most 1000."),
+    el("label", { for: "backfill-from" }, "From"), from,
+    el("label", { for: "backfill-to" }, "To"), to,
+    error, el("p", {}, submit), result);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    error.textContent = "";
+    const start = new Date(from.value);
+    const end = new Date(to.value);
+    if (!from.value || !to.value || Number.isNaN(start.getTime()) || Number.isNaN(end.getTime())) {
+      error.textContent = "Give both ends of the range.";
+      return;
+    }
+    submit.disabled = true;
+    try {
+      const report = await api("POST", `${path}/backfill`, { from: start.toISOString(), to: end.toISOString() });
+      const started = report.started || [], skipped = report.skipped || [], failed = report.failed || [];
+      result.dataset.fires = report.fires;
+      result.dataset.started = started.length;
+      result.dataset.skipped = skipped.length;
+      result.dataset.failed = failed.length;
+      result.replaceChildren(
+        el("p", { id: "backfill-summary" }, `${report.fires} fires: ${started.length} started, ${skipped.length} skipped (already ran), ${failed.length} failed.`),
+        started.length ? el("ul", { id: "backfill-started" }, started.map((f) => el("li", {},
+          formatInZone(f.fire_at, schedule.time_zone), " ", el("a", { href: `/runs/${enc(f.execution)}`, class: "mono" }, f.execution)))) : "",
+        failed.length ? el("ul", { id: "backfill-failed" }, failed.map((f) => el("li", {}, `${formatInZone(f.fire_at, schedule.time_zone)}: ${f.reason}`))) : "");
+      await refresh();
+    } catch (e) {
+      error.textContent = e.message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return el("section", { id: "schedule-manual", class: "panel" },
+    el("h2", {}, "Run by hand"),
+    el("p", { class: "actions" }, runNow, el("span", { class: "hint" }, "once now, with its args, as you"), runError),
+    form);
+}
+
 async function schedulePage(view, ctx, id) {
   const [schedule, history] = await Promise.all([
     api("GET", `/jobs/schedule/${enc(id)}`),
@@ -1184,8 +1245,21 @@ async function schedulePage(view, ctx, id) {
     words = e.message;
   }
   const args = Object.entries(schedule.args || {}).map(([k, v]) => `${k}=${v}`).join(" ") || "none";
-  const fires = (history.fires || []).map((f) => el("tr", {},
-    el("td", {}, formatInZone(f.fire_at, schedule.time_zone)), el("td", {}, f.outcome), el("td", { class: "mono" }, f.execution_id || "—")));
+  const firesView = (history) => {
+    const fires = (history.fires || []).map((f) => el("tr", {},
+      el("td", {}, formatInZone(f.fire_at, schedule.time_zone)), el("td", {}, f.outcome), el("td", { class: "mono" }, f.execution_id || "—")));
+    return fires.length ? el("div", { class: "table-wrap" }, el("table", { id: "schedule-fires" },
+      el("thead", {}, el("tr", {}, ["Fire time", "Outcome", "Execution id"].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, fires))) : el("p", { class: "muted" }, "No fires yet.");
+  };
+  const runsBox = el("div", {}, runsTable(history.executions, "schedule-runs", "No runs yet."));
+  const firesBox = el("div", {}, firesView(history));
+  // After a backfill: the runs and fires it added.
+  const refresh = async () => {
+    const latest = await api("GET", `/jobs/schedule/${enc(id)}/executions`);
+    runsBox.replaceChildren(runsTable(latest.executions, "schedule-runs", "No runs yet."));
+    firesBox.replaceChildren(firesView(latest));
+  };
   view.append(
     el("h1", {}, `Schedule of ${schedule.name}`),
     el("section", { id: "schedule-detail", class: "panel" }, el("dl", { class: "facts" },
@@ -1201,12 +1275,9 @@ async function schedulePage(view, ctx, id) {
       el("dt", {}, "Group"), el("dd", {}, schedule.group_name),
       el("dt", {}, "Created by"), el("dd", {}, schedule.user_email)),
     el("p", {}, scheduleActions(schedule, (action) => navigate(action === "delete" ? "/schedules" : location.pathname, true)))),
-    el("section", { class: "panel" }, el("h2", {}, "Runs"),
-      runsTable(history.executions, "schedule-runs", "No runs yet.")),
-    el("section", { class: "panel" }, el("h2", {}, "Recent fires"),
-      fires.length ? el("div", { class: "table-wrap" }, el("table", { id: "schedule-fires" },
-        el("thead", {}, el("tr", {}, ["Fire time", "Outcome", "Execution id"].map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, fires))) : el("p", { class: "muted" }, "No fires yet.")));
+    scheduleManual(schedule, refresh),
+    el("section", { class: "panel" }, el("h2", {}, "Runs"), runsBox),
+    el("section", { class: "panel" }, el("h2", {}, "Recent fires"), firesBox));
 }
 
 render();

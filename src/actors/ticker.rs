@@ -1,6 +1,8 @@
 //! The Ticker keeps every enabled schedule's next fire time in memory, ordered, with one
 //! timer armed for the earliest. At a due time it claims the fire in the database —
 //! exactly one replica's claim succeeds — and only then asks the Dispatcher to run it.
+//! A backfill ([`backfill`]) claims past fires under the same key, so a fire runs once
+//! whether the Ticker or a backfill, on whichever replica, asks first.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -12,7 +14,7 @@ use chrono_tz::Tz;
 use super::dispatcher::{Dispatcher, Execute};
 use crate::model::schedule::parse_time_zone;
 use crate::model::{ConcurrencyPolicy, CronSpec, ProcName};
-use crate::store::{ProcStore, Schedule, ScheduleStore};
+use crate::store::{Execution, ProcStore, Schedule, ScheduleStore, Stores};
 
 /// The user of a scheduled run whose schedule names none (as the original).
 pub const SCHEDULE_USER: &str = "worker@proctor";
@@ -307,61 +309,159 @@ where
     }
 }
 
+/// Why a fire is run: its time came (the Ticker), or someone asked for a past one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Occasion {
+    Due,
+    Backfill,
+}
+
+/// What became of one fire of a backfill.
+#[derive(Debug, Clone)]
+pub enum FireReport {
+    /// Claimed earlier (by a Ticker or another backfill, on any replica): not run again.
+    AlreadyClaimed,
+    /// Claimed here; the outcome recorded for it and the execution it started, if any.
+    Claimed {
+        outcome: String,
+        execution: Option<Box<Execution>>,
+    },
+}
+
 /// Claims the fires due at one instant in one transaction; runs the ones this
 /// replica won.
 async fn fire(parts: Parts, fires: Vec<(Schedule, DateTime<Utc>)>) {
+    let count = fires.len();
+    if let Err(e) = claim_and_run(&parts, fires, Occasion::Due).await {
+        tracing::error!(fires = count, error = %e, "cannot claim schedule fires");
+        metrics::counter!(crate::telemetry::names::SCHEDULE_FIRES, "outcome" => "failed")
+            .increment(count as u64);
+    }
+}
+
+/// Runs the past fires `at` of `schedule` that never ran, in fire order: each is
+/// claimed under the very key the Ticker claims, so a fire runs once whoever (Ticker or
+/// backfill, on any replica) asks first. The schedule's concurrency policy is not
+/// applied: a backfill asks for these runs explicitly.
+pub async fn backfill(
+    stores: &Stores,
+    dispatcher: Addr<Dispatcher>,
+    schedule: Schedule,
+    at: Vec<DateTime<Utc>>,
+) -> Result<Vec<FireReport>, crate::store::StoreError> {
+    let parts = Parts {
+        schedules: stores.schedules.clone(),
+        procs: stores.procs.clone(),
+        dispatcher,
+    };
+    let fires = at
+        .into_iter()
+        .map(|when| (schedule.clone(), when))
+        .collect();
+    claim_and_run(&parts, fires, Occasion::Backfill).await
+}
+
+/// Claims `fires` in one transaction, runs the ones won (at once when due, one after
+/// another in fire order for a backfill), records their outcomes; answers what became
+/// of each, in order.
+async fn claim_and_run(
+    parts: &Parts,
+    fires: Vec<(Schedule, DateTime<Utc>)>,
+    occasion: Occasion,
+) -> Result<Vec<FireReport>, crate::store::StoreError> {
     let keys: Vec<(String, chrono::NaiveDateTime)> = fires
         .iter()
         .map(|(s, when)| (s.id.clone(), when.naive_utc()))
         .collect();
     let claim = || parts.schedules.claim(keys.clone());
-    let claimed = match retrying("claiming schedule fires", claim).await {
-        Ok(claimed) => claimed,
-        Err(e) => {
-            tracing::error!(fires = fires.len(), error = %e, "cannot claim schedule fires");
-            metrics::counter!(crate::telemetry::names::SCHEDULE_FIRES, "outcome" => "failed")
-                .increment(fires.len() as u64);
-            return;
-        }
-    };
-    let mut running = Vec::new();
-    for ((schedule, when), won) in fires.into_iter().zip(claimed) {
-        if won {
-            running.push(run_fire(parts.clone(), schedule, when));
+    let claimed = retrying("claiming schedule fires", claim).await?;
+    let mut won = Vec::new();
+    for ((schedule, when), mine) in fires.into_iter().zip(claimed.iter().copied()) {
+        if mine {
+            won.push(run_fire(parts.clone(), schedule, when, occasion));
         } else {
             metrics::counter!(crate::telemetry::names::SCHEDULE_FIRES, "outcome" => "claimed_elsewhere")
                 .increment(1);
-            tracing::debug!(schedule = %schedule.id, %when, "fire claimed by another replica");
+            tracing::debug!(schedule = %schedule.id, %when, "fire claimed elsewhere");
         }
     }
-    // The outcomes of one instant's fires are written together.
-    let outcomes: Vec<_> = futures_util::future::join_all(running)
-        .await
+    let ran: Vec<_> = match occasion {
+        // The outcomes of one instant's fires are written together.
+        Occasion::Due => {
+            let ran = futures_util::future::join_all(won).await;
+            record(parts, &ran).await;
+            ran
+        }
+        // A long backfill writes as it goes, so what it started shows (and stays
+        // recorded if this replica dies) before the last run starts.
+        Occasion::Backfill => {
+            let mut ran = Vec::with_capacity(won.len());
+            let mut written = 0;
+            for run in won {
+                ran.push(run.await);
+                if ran.len() - written == RECORD_EVERY {
+                    record(parts, &ran[written..]).await;
+                    written = ran.len();
+                }
+            }
+            record(parts, &ran[written..]).await;
+            ran
+        }
+    };
+    let mut ran = ran.into_iter();
+    Ok(claimed
         .into_iter()
-        .flatten()
-        .collect();
+        .map(|mine| match (mine, mine.then(|| ran.next()).flatten()) {
+            (true, Some((record, execution))) => FireReport::Claimed {
+                outcome: record
+                    .map_or_else(|| "failed: the store is unavailable".to_owned(), |r| r.2),
+                execution: execution.map(Box::new),
+            },
+            _ => FireReport::AlreadyClaimed,
+        })
+        .collect())
+}
+
+/// A fire's outcome to record: `(schedule id, fire_at, outcome, execution id)`.
+type FireRecord = (String, NaiveDateTime, String, Option<String>);
+
+/// How many outcomes of a backfill are written at once.
+const RECORD_EVERY: usize = 50;
+
+/// Writes the outcomes of fires run here, in one transaction.
+async fn record(parts: &Parts, ran: &[(Option<FireRecord>, Option<Execution>)]) {
+    let outcomes: Vec<FireRecord> = ran.iter().filter_map(|(r, _)| r.clone()).collect();
     if outcomes.is_empty() {
         return;
     }
     let count = outcomes.len();
-    let record = || parts.schedules.record(outcomes.clone());
-    if let Err(e) = retrying("recording the fires' outcomes", record).await {
+    let write = || parts.schedules.record(outcomes.clone());
+    if let Err(e) = retrying("recording the fires' outcomes", write).await {
         tracing::warn!(fires = count, error = %e, "cannot record the fires' outcomes");
     }
 }
 
-/// Runs a fire this replica claimed (unless Forbid says to skip it); answers how it
-/// went, to be recorded: `(schedule id, fire_at, outcome, execution id)`.
+/// Runs a fire this replica claimed (unless Forbid says to skip a due one); answers
+/// how it went, to be recorded, and the execution it started.
 async fn run_fire(
     parts: Parts,
     schedule: Schedule,
     when: DateTime<Utc>,
-) -> Option<(String, NaiveDateTime, String, Option<String>)> {
+    occasion: Occasion,
+) -> (Option<FireRecord>, Option<Execution>) {
     let fire_at: NaiveDateTime = when.naive_utc();
     let id = schedule.id.as_str();
+    let started = if occasion == Occasion::Backfill {
+        "backfilled"
+    } else {
+        "dispatched"
+    };
     let outcome = async {
         let policy: ConcurrencyPolicy = schedule.concurrency_policy.parse().unwrap_or_default();
-        if policy == ConcurrencyPolicy::Forbid && parts.schedules.has_unfinished_run(id).await? {
+        if occasion == Occasion::Due
+            && policy == ConcurrencyPolicy::Forbid
+            && parts.schedules.has_unfinished_run(id).await?
+        {
             return Ok(("skipped: the previous run is still going".to_owned(), None));
         }
         let proc = match ProcName::parse(&schedule.proc_name) {
@@ -387,14 +487,14 @@ async fn run_fire(
             schedule_id: Some(schedule.id.clone()),
         };
         match parts.dispatcher.send(execute).await {
-            Ok(Ok(execution)) => Ok(("dispatched".to_owned(), Some(execution.id))),
+            Ok(Ok(execution)) => Ok((started.to_owned(), Some(execution))),
             Ok(Err(e)) => Ok((format!("failed: {e}"), None)),
             Err(e) => Ok((format!("failed: the dispatcher is unavailable: {e}"), None)),
         }
     };
     let result: Result<_, crate::store::StoreError> = outcome.await;
     let kind = match &result {
-        Ok((outcome, _)) if outcome == "dispatched" => "dispatched",
+        Ok((outcome, _)) if outcome == started => started,
         Ok((outcome, _)) if outcome.starts_with("skipped") => "skipped",
         _ => "failed",
     };
@@ -402,11 +502,17 @@ async fn run_fire(
     match result {
         Ok((outcome, execution)) => {
             tracing::info!(schedule = id, %when, %outcome, "schedule fired");
-            Some((id.to_owned(), fire_at, outcome, execution))
+            let record = (
+                id.to_owned(),
+                fire_at,
+                outcome,
+                execution.as_ref().map(|e| e.id.clone()),
+            );
+            (Some(record), execution)
         }
         Err(e) => {
             tracing::error!(schedule = id, %when, error = %e, "cannot fire a schedule");
-            None
+            (None, None)
         }
     }
 }

@@ -5,7 +5,10 @@ use actix_web::HttpResponse;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 
-use super::{audit, executions, health, logs, metrics, procs, schedules, secrets, session, stats};
+use super::{
+    audit, executions, health, logs, metrics, procs, schedule_runs, schedules, secrets, session,
+    stats,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -39,6 +42,8 @@ use super::{audit, executions, health, logs, metrics, procs, schedules, secrets,
         schedules::enable,
         schedules::disable,
         schedules::executions,
+        schedule_runs::run_now,
+        schedule_runs::backfill,
         session::sign_in,
         session::who,
         session::sign_out,

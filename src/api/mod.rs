@@ -17,6 +17,7 @@ pub mod logs;
 pub mod metrics;
 pub mod params;
 pub mod procs;
+pub mod schedule_runs;
 pub mod schedules;
 pub mod secrets;
 pub mod session;
@@ -88,6 +89,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/schedule/{id}/executions")
                         .route(web::get().to(schedules::executions)),
+                )
+                .service(
+                    resource("/schedule/{id}/run").route(web::post().to(schedule_runs::run_now)),
+                )
+                .service(
+                    resource("/schedule/{id}/backfill")
+                        .route(web::post().to(schedule_runs::backfill)),
                 ),
         )
         .service(

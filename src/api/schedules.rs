@@ -253,7 +253,11 @@ async fn may_see(state: &ApiState, caller: &Caller, schedule: &Schedule) -> Resu
 }
 
 /// Loads a schedule the caller may see: 400 malformed id, 404 unknown, 403 not allowed.
-async fn find_visible(state: &ApiState, caller: &Caller, id: &str) -> Result<Schedule, ApiError> {
+pub(super) async fn find_visible(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Schedule, ApiError> {
     let id = uuid::Uuid::parse_str(id.trim())
         .map_err(|_| {
             ApiError::bad_request(format!(

@@ -233,6 +233,18 @@ enum ScheduleAction {
     Enable { id: String },
     /// Pause a schedule
     Disable { id: String },
+    /// Run a schedule once now, with its args (no fire: the next one happens as due)
+    Run { id: String },
+    /// Run the past fires of a range that never ran, once each (at most 1000)
+    Backfill {
+        id: String,
+        /// The start of the range, included (RFC 3339: 2026-12-01T00:00:00Z)
+        #[arg(long, value_name = "TIME")]
+        from: String,
+        /// The end of the range, excluded (RFC 3339; default now)
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -400,6 +412,10 @@ async fn schedule(
         }
         Some(ScheduleAction::Disable { id }) => {
             return schedules::set_enabled(client, &id, false, format).await;
+        }
+        Some(ScheduleAction::Run { id }) => return schedules::run_now(client, &id, format).await,
+        Some(ScheduleAction::Backfill { id, from, to }) => {
+            return schedules::backfill(client, &id, &from, to.as_deref(), format).await;
         }
     };
     let (proc, time) = create.proc_and_time()?;

@@ -1,5 +1,5 @@
 //! `proctor schedule PROC KEY=VALUE ... --time CRON ...` and `proctor schedule
-//! list | describe | remove | enable | disable`.
+//! list | describe | remove | enable | disable | run | backfill`.
 
 use std::path::Path;
 
@@ -193,5 +193,90 @@ pub async fn set_enabled(
         line.push_str(&format!("; next run at {next}"));
     }
     output::line(&line);
+    Ok(())
+}
+
+/// `proctor schedule run ID`: prints the name of the run started.
+pub async fn run_now(client: &Client, id: &str, format: Format) -> Result<(), CliError> {
+    let execution: Value = client
+        .post_json(
+            &format!("/jobs/schedule/{}/run", segment(id)),
+            &json!({}),
+            NO_SCHEDULE_HINT,
+        )
+        .await?;
+    match format {
+        Format::Json => output::json(&execution),
+        Format::Table => output::line(text(&execution, "name")),
+    }
+    Ok(())
+}
+
+/// How long a backfill may take to answer (it starts up to 1000 runs, one after
+/// another), whatever CONNECTION_TIMEOUT_SECS says; connecting is still bounded by it.
+const BACKFILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `proctor schedule backfill ID --from TIME [--to TIME]`: the fires started, skipped
+/// (they had run) and failed.
+pub async fn backfill(
+    client: &Client,
+    id: &str,
+    from: &str,
+    to: Option<&str>,
+    format: Format,
+) -> Result<(), CliError> {
+    let to = to
+        .map(str::to_owned)
+        .unwrap_or_else(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    let request = client
+        .request(
+            Method::POST,
+            &format!("/jobs/schedule/{}/backfill", segment(id)),
+        )
+        .json(&json!({"from": from, "to": to}))
+        .timeout(BACKFILL_TIMEOUT);
+    let response = client.send(request, NO_SCHEDULE_HINT).await?;
+    let report: Value = client.read_json(response).await?;
+    if format == Format::Json {
+        output::json(&report);
+        return Ok(());
+    }
+    let count = |key: &str| report[key].as_array().map_or(0, Vec::len);
+    output::line(&format!(
+        "Backfilled schedule {} from {} to {}: {} fires, {} started, {} skipped, {} failed",
+        text(&report, "schedule_id"),
+        output::time(&report["from"]),
+        output::time(&report["to"]),
+        report["fires"].as_u64().unwrap_or(0),
+        count("started"),
+        count("skipped"),
+        count("failed"),
+    ));
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    for fire in report["started"].as_array().into_iter().flatten() {
+        rows.push((
+            output::time(&fire["fire_at"]),
+            "started".to_owned(),
+            text(fire, "execution").to_owned(),
+        ));
+    }
+    for key in ["skipped", "failed"] {
+        for fire in report[key].as_array().into_iter().flatten() {
+            rows.push((
+                output::time(&fire["fire_at"]),
+                format!("{key}: {}", text(fire, "reason")),
+                String::new(),
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort();
+    let mut table = output::table(&["FIRE AT", "RESULT", "EXECUTION"]);
+    for (at, result, execution) in rows {
+        table.add_row(vec![at, result, execution]);
+    }
+    output::print_table(table);
     Ok(())
 }

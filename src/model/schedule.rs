@@ -120,6 +120,32 @@ impl CronSpec {
         fires
     }
 
+    /// The fires in `[from, to)`, oldest first, at most `limit` of them (ask for one
+    /// more than allowed to learn that a range holds too many). `anchor` starts
+    /// `@every`, which never fires before it.
+    pub fn between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        zone: Tz,
+        anchor: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
+        let mut fires = Vec::new();
+        let mut next = match self.last_at_or_before(from, zone, anchor) {
+            Some(at) if at == from => Some(at),
+            _ => self.next_after(from, zone, anchor),
+        };
+        while let Some(at) = next {
+            if at >= to || fires.len() >= limit {
+                break;
+            }
+            fires.push(at);
+            next = self.next_after(at, zone, anchor).filter(|n| *n > at);
+        }
+        fires
+    }
+
     /// The expression in English words (croner's describer), or `None` when it has none
     /// for this expression.
     pub fn describe(&self) -> Option<String> {
@@ -246,6 +272,63 @@ mod tests {
             .unwrap()
             .next_after(utc(after), parse_time_zone(zone).unwrap(), anchor)
             .unwrap()
+    }
+
+    #[test]
+    fn between_takes_the_fires_from_included_to_excluded_up_to_a_limit() {
+        let anchor = utc("2026-01-01T00:00:00Z");
+        let minutely = CronSpec::parse("0 * * * * *").unwrap();
+        let fires = minutely.between(
+            utc("2026-11-25T08:00:00Z"),
+            utc("2026-11-25T08:05:00Z"),
+            Tz::UTC,
+            anchor,
+            100,
+        );
+        let expected: Vec<_> = (0..5)
+            .map(|m| utc(&format!("2026-11-25T08:0{m}:00Z")))
+            .collect();
+        assert_eq!(fires, expected, "from is included, to is not");
+        let from_inside = minutely.between(
+            utc("2026-11-25T08:00:30Z"),
+            utc("2026-11-25T08:02:00Z"),
+            Tz::UTC,
+            anchor,
+            100,
+        );
+        assert_eq!(from_inside, [utc("2026-11-25T08:01:00Z")]);
+        let limited = minutely.between(
+            utc("2026-11-25T08:00:00Z"),
+            utc("2026-11-26T08:00:00Z"),
+            Tz::UTC,
+            anchor,
+            3,
+        );
+        assert_eq!(limited.len(), 3, "stops at the limit");
+        let secondly = CronSpec::parse("* * * * * *").unwrap();
+        assert_eq!(
+            secondly.between(
+                utc("2026-11-25T08:00:00.500Z"),
+                utc("2026-11-25T08:00:03Z"),
+                Tz::UTC,
+                anchor,
+                100
+            ),
+            [utc("2026-11-25T08:00:01Z"), utc("2026-11-25T08:00:02Z")],
+            "a from between two fires takes the next"
+        );
+        let every = CronSpec::parse("@every 90s").unwrap();
+        assert_eq!(
+            every.between(
+                utc("2025-12-31T00:00:00Z"),
+                utc("2026-01-01T00:04:30Z"),
+                Tz::UTC,
+                anchor,
+                100
+            ),
+            [utc("2026-01-01T00:01:30Z"), utc("2026-01-01T00:03:00Z")],
+            "@every starts after its anchor; to is excluded"
+        );
     }
 
     #[test]

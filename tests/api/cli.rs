@@ -1234,3 +1234,99 @@ async fn completions_are_printed_for_bash_zsh_and_fish() {
         .expect(2)
         .stderr_has("invalid value");
 }
+
+#[actix_web::test]
+async fn a_schedule_is_run_now_and_backfilled_from_the_command_line() {
+    use chrono::{DurationRound as _, TimeDelta, Timelike as _, Utc};
+    let app = spawn_app(Backend::Embedded).await;
+    register_script(
+        &app,
+        "nightly",
+        "echo night for $TARGET",
+        &["TARGET"],
+        json!({}),
+    )
+    .await;
+    let proctor = Proctor::for_app(&app, &app.member);
+    // Each minute of the hour two hours ago: long past, and not due again today.
+    let start = (Utc::now() - TimeDelta::hours(2))
+        .duration_trunc(TimeDelta::hours(1))
+        .unwrap();
+    let time = format!("0 * {} * * *", start.hour());
+    let created = proctor
+        .run(&[
+            "schedule",
+            "nightly",
+            "TARGET=db",
+            "--time",
+            &time,
+            "--tags",
+            "t",
+            "--group",
+            "ops",
+            "-o",
+            "json",
+        ])
+        .await
+        .expect(0)
+        .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let run = proctor.run(&["schedule", "run", &id]).await;
+    run.expect(0);
+    let name = run.stdout.trim().to_owned();
+    assert!(
+        name.starts_with("nightly-"),
+        "the execution's name: {run:?}"
+    );
+    app.wait_for_status(&name, "SUCCEEDED", Duration::from_secs(20))
+        .await;
+    assert_eq!(app.stored_logs(&name).await, ["night for db"]);
+
+    let at =
+        |m: i64| (start + TimeDelta::minutes(m)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let first = proctor
+        .run(&[
+            "schedule",
+            "backfill",
+            &id,
+            "--from",
+            &at(1),
+            "--to",
+            &at(3),
+            "-o",
+            "json",
+        ])
+        .await
+        .expect(0)
+        .json();
+    assert_eq!(first["started"].as_array().unwrap().len(), 2, "{first}");
+    proctor
+        .run(&[
+            "schedule",
+            "backfill",
+            &id,
+            "--from",
+            &at(0),
+            "--to",
+            &at(5),
+        ])
+        .await
+        .expect(0)
+        .stdout_has("5 fires, 3 started, 2 skipped, 0 failed")
+        .stdout_has("skipped: already ran")
+        .stdout_has("nightly-");
+    proctor
+        .run(&[
+            "schedule",
+            "backfill",
+            &id,
+            "--from",
+            "yesterday",
+            "--to",
+            &at(5),
+        ])
+        .await
+        .expect(2)
+        .stderr_has("not an RFC 3339 time");
+}

@@ -4,6 +4,7 @@
 mod admin;
 mod audit;
 mod auth;
+mod backfill;
 mod cli;
 mod cluster;
 mod console;

@@ -300,6 +300,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/jobs/schedule/{id}/enable"),
     ("post", "/jobs/schedule/{id}/disable"),
     ("get", "/jobs/schedule/{id}/executions"),
+    ("post", "/jobs/schedule/{id}/run"),
+    ("post", "/jobs/schedule/{id}/backfill"),
     ("get", "/api/v1/executions"),
     ("get", "/api/v1/executions/{name}"),
     ("get", "/api/v1/executions/{name}/logs"),

@@ -635,3 +635,73 @@ def test_a_schedules_page_lists_the_runs_it_started(open_console, config, api):
         expect(page.locator("#run-schedule")).to_contain_text(schedule_id)
     finally:
         api.request.delete(f"/jobs/schedule/{schedule_id}")
+
+
+def test_a_schedule_is_run_now_and_backfilled_from_its_page(open_console, config, api):
+    from datetime import datetime, timedelta, timezone
+
+    # Each minute of the hour two hours ago (UTC): long past, not due again today.
+    start = (datetime.now(timezone.utc) - timedelta(hours=2)).replace(
+        minute=0, second=0, microsecond=0
+    )
+    created = api.request.post(
+        "/jobs/schedule",
+        data={
+            "name": "greeter",
+            "args": {"NAME": f"Backfill {time.time_ns()}"},
+            "time": f"0 * {start.hour} * * *",
+            "notification_emails": "",
+            "tags": "console",
+            "group_name": "ops",
+        },
+    )
+    assert created.status == 201, created.text()
+    schedule_id = created.json()["id"]
+
+    def at(minutes: int) -> datetime:
+        return start + timedelta(minutes=minutes)
+
+    try:
+        # Three of the five fires have run already.
+        first = api.request.post(
+            f"/jobs/schedule/{schedule_id}/backfill",
+            data={"from": at(1).isoformat(), "to": at(4).isoformat()},
+        )
+        assert first.status == 200, first.text()
+        assert len(first.json()["started"]) == 3, first.text()
+
+        console = open_console(timezone_id="UTC")
+        page = console.page
+        console.sign_in(config.admin)
+        console.goto(f"/schedules/{schedule_id}")
+        page.locator("button#schedule-run-now").click()
+        run = run_name(console, "greeter")
+        expect(page.locator("#run-schedule")).to_contain_text(schedule_id)
+        api.wait_for(run)
+
+        console.goto(f"/schedules/{schedule_id}")
+        local = "%Y-%m-%dT%H:%M:%S"
+        page.locator("input#backfill-from").fill(at(0).strftime(local))
+        page.locator("input#backfill-to").fill(at(5).strftime(local))
+        page.locator("button#backfill-submit").click()
+        summary = page.locator("#backfill-summary")
+        expect(summary).to_have_text("5 fires: 2 started, 3 skipped (already ran), 0 failed.")
+        result = page.locator("#backfill-result")
+        assert result.get_attribute("data-started") == "2"
+        assert result.get_attribute("data-skipped") == "3"
+        expect(page.locator("ul#backfill-started li a")).to_have_count(2)
+        # The page's runs and fires show what the backfill added.
+        expect(page.locator("table#schedule-runs tbody tr[data-name]")).to_have_count(6)
+        expect(page.locator("table#schedule-fires tbody tr")).to_have_count(5)
+        console.check("schedule-backfilled")
+
+        history = api.get(f"/jobs/schedule/{schedule_id}/executions").json()
+        assert len(history["executions"]) == 6, history  # five fires and the run now
+        assert sorted(f["outcome"] for f in history["fires"]) == ["backfilled"] * 5, history
+
+        page.locator("input#backfill-from").fill(at(30).strftime(local))
+        page.locator("input#backfill-to").fill(at(20).strftime(local))
+        page.locator("button#backfill-submit").click()
+        expect(page.locator("#backfill-error")).to_contain_text("must be before")
+    finally:
+        api.request.delete(f"/jobs/schedule/{schedule_id}")
