@@ -17,7 +17,11 @@ use crate::model::Status;
 
 /// The unfinished statuses as SQL, spelled out so PostgreSQL uses the partial indexes
 /// of migration `2026-12-03-000004_leases` (a bound array would not match them).
-const OPEN: &str = "status IN ('RECEIVED', 'CREATED', 'RUNNING')";
+/// (migration `2026-12-03-000010_run_queue` recreated them with QUEUED). A QUEUED run
+/// is owned only once promoted; a waiting one has no owner and no lease.
+const OPEN: &str = "status IN ('RECEIVED', 'QUEUED', 'CREATED', 'RUNNING')";
+/// Runs waiting in a queue belong to nobody: a claim never takes them.
+const NOT_WAITING: &str = "(status <> 'QUEUED' OR owner IS NOT NULL)";
 /// Executions taken in one claim at most; the next claim takes more.
 const CLAIM_BATCH: i64 = 500;
 
@@ -132,6 +136,7 @@ impl LeaseStore {
                     () => {
                         executions::table
                             .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(OPEN))
+                            .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(NOT_WAITING))
                             .filter(executions::executor.eq_any(&executors))
                             .filter(
                                 executions::lease_expires_at

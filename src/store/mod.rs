@@ -41,7 +41,7 @@ pub mod users;
 pub use self::audit::{AuditEvent, AuditFilter, AuditStore, NewEvent};
 pub use self::bus::{Announcement, Bus};
 pub use self::executions::{
-    Bucket, BucketCounts, Execution, ExecutionFilter, ExecutionStore, NewExecution, ProcStats,
+    Admitted, Bucket, BucketCounts, Execution, ExecutionFilter, ExecutionStore, NewExecution, ProcStats,
     Stats, StatsQuery, Transition,
 };
 pub use self::leases::{Claimed, LeaseStore, Ownership};
