@@ -95,9 +95,13 @@ impl super::ExecutionStore {
                         proc_name: new.proc_name.clone(),
                         image: new.image.clone(),
                         args: serde_json::to_string(&new.args).expect("string maps serialize"),
-                        status: if start { Status::Received } else { Status::Queued }
-                            .as_str()
-                            .to_owned(),
+                        status: if start {
+                            Status::Received
+                        } else {
+                            Status::Queued
+                        }
+                        .as_str()
+                        .to_owned(),
                         reason: None,
                         exit_code: None,
                         executor: new.executor.clone(),
@@ -193,6 +197,23 @@ impl super::ExecutionStore {
             .await
     }
 
+    /// Whether runs of `proc` wait (without a lock: a hint that a promotion is worth
+    /// trying).
+    pub async fn has_waiting(&self, proc: &str) -> Result<bool, StoreError> {
+        let proc = proc.to_owned();
+        self.db
+            .run(move |conn| {
+                let count: i64 = with_backend!(conn, |c| executions::table
+                    .filter(executions::proc_name.eq(&proc))
+                    .filter(executions::status.eq(Status::Queued.as_str()))
+                    .filter(executions::owner.is_null())
+                    .count()
+                    .get_result(c))?;
+                Ok(count > 0)
+            })
+            .await
+    }
+
     /// The procs that have runs waiting.
     pub async fn queued_procs(&self) -> Result<Vec<String>, StoreError> {
         self.db
@@ -203,30 +224,6 @@ impl super::ExecutionStore {
                     .select(executions::proc_name)
                     .distinct()
                     .load(c))?)
-            })
-            .await
-    }
-
-    /// Puts promoted runs that were never launched (their replica died, or this one
-    /// restarted) back in their place in the queue: no owner, same `created_at`.
-    pub async fn requeue(&self, names: Vec<String>) -> Result<usize, StoreError> {
-        if names.is_empty() {
-            return Ok(0);
-        }
-        let me = self.ownership.replica.to_string();
-        self.db
-            .run(move |conn| {
-                Ok(with_backend!(conn, |c| diesel::update(
-                    executions::table
-                        .filter(executions::name.eq_any(&names))
-                        .filter(executions::status.eq(Status::Queued.as_str()))
-                        .filter(executions::owner.eq(&me)),
-                )
-                .set((
-                    executions::owner.eq(None::<String>),
-                    executions::lease_expires_at.eq(None::<chrono::NaiveDateTime>),
-                ))
-                .execute(c))?)
             })
             .await
     }
@@ -248,9 +245,11 @@ impl super::ExecutionStore {
                     .filter(executions::status.eq(Status::Queued.as_str()))
                     .filter(executions::owner.is_null())
                     .filter(
-                        executions::created_at.lt(created_at).or(executions::created_at
-                            .eq(created_at)
-                            .and(executions::id.lt(&id))),
+                        executions::created_at
+                            .lt(created_at)
+                            .or(executions::created_at
+                                .eq(created_at)
+                                .and(executions::id.lt(&id))),
                     )
                     .count()
                     .get_result(c))?;
