@@ -19,6 +19,7 @@ mod logs;
 mod observability;
 mod orphans;
 mod procs;
+mod queue;
 mod replica;
 mod schedules;
 mod secrets;
