@@ -283,7 +283,7 @@ struct TwoReplicas {
 }
 
 impl TwoReplicas {
-    async fn start(dir: &Path) -> Option<TwoReplicas> {
+    async fn start(dir: &Path, extra: &[(&str, &str)]) -> Option<TwoReplicas> {
         if !backends().contains(&Backend::Production) {
             return None;
         }
@@ -312,6 +312,7 @@ impl TwoReplicas {
                 ("PROCTOR_DATA_DIR", &dir.join(id).display().to_string()),
             ]
             .iter()
+            .chain(extra)
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
             replicas.push(Replica::start(id, &env).await);
@@ -345,7 +346,7 @@ impl Drop for TwoReplicas {
 #[actix_web::test]
 async fn the_queue_holds_order_and_bound_across_two_replicas_on_postgresql() {
     let dir = temp_dir("queue-replicas");
-    let Some(cluster) = TwoReplicas::start(&dir).await else {
+    let Some(cluster) = TwoReplicas::start(&dir, &[]).await else {
         return;
     };
     let client = crate::helpers::http_client();
@@ -431,6 +432,96 @@ async fn the_queue_holds_order_and_bound_across_two_replicas_on_postgresql() {
     }
     let strict: Vec<u32> = started.iter().map(|(n, _)| *n).collect();
     eprintln!("start order across replicas: {strict:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn get_execution(replica: &Replica, name: &str) -> Value {
+    crate::helpers::http_client()
+        .get(replica.url(&format!("/api/v1/executions/{name}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn submit_to(replica: &Replica, proc: &str, n: u32) -> Value {
+    crate::helpers::http_client()
+        .post(replica.url("/jobs/execute"))
+        .json(&json!({"name": proc, "args": {"N": n.to_string()}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_replica_killed_in_the_middle_of_a_queue_does_not_strand_it() {
+    let dir = temp_dir("queue-kill");
+    let Some(mut cluster) = TwoReplicas::start(&dir, &[("PROCTOR_LEASE_SECONDS", "4")]).await
+    else {
+        return;
+    };
+    let file = dir.join("record");
+    let proc = json!({
+        "name": "lonely",
+        "image_name": "alpine:3",
+        "env_vars": {"args": [{"name": "N"}], "secrets": []},
+        "command": ["sh", "-c", recording_script(&file, "3")],
+        "max_concurrent_runs": 1
+    });
+    let registered = crate::helpers::http_client()
+        .post(cluster.replicas[0].url("/jobs/metadata"))
+        .json(&proc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status().as_u16(), 201);
+    let first = submit_to(&cluster.replicas[0], "lonely", 1).await;
+    let deadline = Instant::now() + WAIT;
+    while read_record(&file).is_empty() {
+        assert!(Instant::now() < deadline, "run 1 never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = submit_to(&cluster.replicas[1], "lonely", 2).await;
+    let third = submit_to(&cluster.replicas[0], "lonely", 3).await;
+    assert_eq!(second["status"], "QUEUED", "{second}");
+    assert_eq!(third["status"], "QUEUED", "{third}");
+    // The replica running run 1 dies: the other settles run 1 once its lease expires,
+    // and the queue moves on there.
+    cluster.replicas[0].kill9().await;
+    let b = &cluster.replicas[1];
+    let mut ended = Vec::new();
+    for answer in [&first, &second, &third] {
+        let name = answer["name"].as_str().unwrap();
+        let execution = loop {
+            let execution = get_execution(b, name).await;
+            let status = execution["status"].as_str().unwrap().to_owned();
+            if !["QUEUED", "RECEIVED", "CREATED", "RUNNING"].contains(&status.as_str()) {
+                break execution;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} never ended: {execution}\n{}",
+                b.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        ended.push(execution["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ended, ["FAILED", "SUCCEEDED", "SUCCEEDED"], "{}", b.log());
+    let record = read_record(&file);
+    let order: Vec<u32> = starts(&record).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(order, [1, 2, 3], "{record:?}");
+    let later: Vec<_> = record.into_iter().filter(|(_, n, _)| *n > 1).collect();
+    assert_eq!(
+        most_at_once(&later),
+        1,
+        "runs 2 and 3 one at a time: {later:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
