@@ -198,6 +198,24 @@ mod tests {
     }
 
     #[test]
+    fn max_concurrent_runs_is_checked_and_written_only_when_set() {
+        for (max, ok) in [(0, false), (1, true), (1000, true), (1001, false)] {
+            let proc = ProcMetadata {
+                max_concurrent_runs: Some(max),
+                ..sample()
+            };
+            assert_eq!(
+                proc.problems().is_empty(),
+                ok,
+                "{max}: {:?}",
+                proc.problems()
+            );
+        }
+        let json = serde_json::to_value(sample()).unwrap();
+        assert!(json.get("max_concurrent_runs").is_none());
+    }
+
+    #[test]
     fn groups_gate_access_unless_none_are_set() {
         let proc = sample();
         assert!(proc.allows_any_of(["dev", "ops"].into_iter()));

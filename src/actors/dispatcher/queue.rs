@@ -195,3 +195,15 @@ impl StreamHandler<Option<String>> for Dispatcher {
 
     fn finished(&mut self, _: &mut Context<Self>) {}
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_execution_names_its_proc_before_its_suffix() {
+        assert_eq!(
+            super::proc_of("nightly-report-abcdefghijklmn").as_deref(),
+            Some("nightly-report")
+        );
+        assert_eq!(super::proc_of("nodash"), None);
+    }
+}
