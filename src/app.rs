@@ -241,6 +241,12 @@ impl Stopping {
         if let Some(ticker) = &self.actors.ticker {
             let _ = ticker.send(crate::actors::ticker::Pause).await;
         }
+        // Queued runs stay queued for the other replicas (or this one's next start).
+        let _ = self
+            .actors
+            .dispatcher
+            .send(crate::actors::dispatcher::PauseQueue)
+            .await;
         let handed_over = match tokio::time::timeout_at(deadline, self.executor.shutdown()).await {
             Ok(runs) => runs,
             Err(_) => {
@@ -251,7 +257,13 @@ impl Stopping {
         let kind = self.executor.kind();
         while tokio::time::Instant::now() < deadline {
             match self.stores.executions.unfinished().await {
-                Ok(open) if open.iter().any(|e| e.executor == kind && kind == "local") => {
+                Ok(open)
+                    if open.iter().any(|e| {
+                        e.executor == kind
+                            && kind == "local"
+                            && (e.status != crate::model::Status::Queued || e.owner.is_some())
+                    }) =>
+                {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 _ => break,

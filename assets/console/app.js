@@ -3,7 +3,7 @@
 // cookie; it never sees or keeps a token after signing in. Text from the server is only
 // ever set as textContent, never parsed as HTML.
 
-const STATUSES = ["RECEIVED", "CREATED", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED",
+const STATUSES = ["RECEIVED", "QUEUED", "CREATED", "RUNNING", "SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED",
   "REQUIREMENT_NOT_MET", "CREATION_FAILED"];
 const FINAL = new Set(["SUCCEEDED", "FAILED", "TIMED_OUT", "CANCELLED", "REQUIREMENT_NOT_MET", "CREATION_FAILED"]);
 const CHART_SERIES = [
@@ -567,7 +567,9 @@ async function runPage(view, ctx, name) {
   const again = el("button", { id: "run-again", type: "button" }, "Run again with the same args");
   const actionError = el("p", { class: "form-error", role: "alert" });
   const show = () => {
-    status.textContent = run.status;
+    // A queued run waits for a slot of its proc's max_concurrent_runs; it can be cancelled.
+    status.textContent = run.status === "QUEUED" && run.queue_position != null
+      ? `QUEUED (${run.queue_position} ahead)` : run.status;
     status.className = `status s-${run.status}`;
     facts.exit.textContent = run.exit_code ?? "—";
     facts.reason.textContent = run.reason || "—";
@@ -1095,7 +1097,8 @@ function scheduleForm(procs, after) {
   const group = el("input", { id: "schedule-group", name: "group_name", value: session.user?.groups?.[0] || "default" });
   const policy = el("select", { id: "schedule-policy", name: "concurrency_policy" },
     el("option", { value: "Allow" }, "Allow: a run may start while the previous goes on"),
-    el("option", { value: "Forbid" }, "Forbid: skip a fire while the previous run goes on"));
+    el("option", { value: "Forbid" }, "Forbid: skip a fire while the previous run goes on"),
+    el("option", { value: "Replace" }, "Replace: cancel the previous run, then start"));
   const save = el("button", { id: "schedule-save", type: "submit", class: "primary", disabled: true }, "Save schedule");
   const previewBox = el("div", { class: "panel preview", hidden: true }, words, el("p", { class: "muted" }, "Next fires:"), nextList);
   let previewOk = false;

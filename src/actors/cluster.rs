@@ -20,7 +20,7 @@ use super::log_fanout::{Forget, LogFanout};
 use super::watcher::{Adopt, Watcher};
 use crate::executor::Executor;
 use crate::model::ExecutionName;
-use crate::store::{Announcement, Bus, LeaseStore, StoreError};
+use crate::store::{Announcement, Bus, Claimed, LeaseStore, StoreError};
 
 /// The longest wait between two looks for expired leases.
 const CLAIM_EVERY: Duration = Duration::from_secs(1);
@@ -189,9 +189,23 @@ pub async fn claim(
     watcher: Addr<Watcher>,
     everything: bool,
 ) -> Result<usize, StoreError> {
-    let claimed = leases.claim_expired(&[kind], everything).await?;
+    let mut claimed = leases.claim_expired(&[kind], everything).await?;
+    // A run promoted from a queue but never launched goes back to its place in the
+    // queue (the next promotion starts it), rather than being settled as lost.
+    let (queued, launched): (Vec<Claimed>, Vec<Claimed>) = claimed
+        .into_iter()
+        .partition(|run| run.status == crate::model::Status::Queued);
+    if !queued.is_empty() {
+        let names = queued.iter().map(|run| run.name.clone()).collect();
+        let requeued = leases.requeue(names).await?;
+        tracing::warn!(
+            requeued,
+            "put runs promoted by a replica that is gone back in their queue"
+        );
+    }
+    claimed = launched;
     if claimed.is_empty() {
-        return Ok(0);
+        return Ok(queued.len());
     }
     for run in &claimed {
         tracing::warn!(

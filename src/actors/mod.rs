@@ -17,7 +17,7 @@ pub mod ticker;
 pub mod watcher;
 
 pub use cluster::Cluster;
-pub use dispatcher::{Cancel, DispatchError, Dispatcher, Execute, RunDefaults};
+pub use dispatcher::{Cancel, DispatchError, Dispatcher, Execute, Promote, RunDefaults};
 pub use log_fanout::LogFanout;
 pub use mailer::Mailer;
 pub use ticker::Ticker;
@@ -77,8 +77,9 @@ pub fn start(
         Supervisor::start(move |_| Watcher::new(executions, logs, executor, fanout, mailer, bus))
     };
     let dispatcher = {
-        let (executions, secrets, leases, bus, watcher, fanout, executor) = (
+        let (executions, procs, secrets, leases, bus, watcher, fanout, executor) = (
             stores.executions.clone(),
+            stores.procs.clone(),
             stores.secrets.clone(),
             stores.leases.clone(),
             stores.bus.clone(),
@@ -88,7 +89,7 @@ pub fn start(
         );
         Supervisor::start(move |_| {
             Dispatcher::new(
-                executions, secrets, leases, bus, executor, watcher, fanout, defaults,
+                executions, procs, secrets, leases, bus, executor, watcher, fanout, defaults,
             )
         })
     };

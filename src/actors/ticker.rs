@@ -3,6 +3,12 @@
 //! exactly one replica's claim succeeds — and only then asks the Dispatcher to run it.
 //! A backfill ([`backfill`]) claims past fires under the same key, so a fire runs once
 //! whether the Ticker or a backfill, on whichever replica, asks first.
+//! A schedule's `concurrency_policy` decides what a fire does while its previous run
+//! (running or queued) is not final: Allow starts beside it, Forbid skips the fire,
+//! Replace cancels it through the Dispatcher (as `POST .../cancel` does), waits until
+//! it is final (at most [`REPLACE_WAIT`]; past that the fire is skipped, so runs of a
+//! Replace schedule never overlap), then starts the new run. A backfill applies no
+//! policy: it asks for its runs explicitly.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -11,10 +17,13 @@ use actix::prelude::*;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 
-use super::dispatcher::{Dispatcher, Execute};
+use super::dispatcher::{Cancel, DispatchError, Dispatcher, Execute};
 use crate::model::schedule::parse_time_zone;
 use crate::model::{ConcurrencyPolicy, CronSpec, ProcName};
 use crate::store::{Execution, ProcStore, Schedule, ScheduleStore, Stores};
+
+/// How long a Replace fire waits for the previous run to end before it skips.
+pub const REPLACE_WAIT: Duration = Duration::from_secs(30);
 
 /// The user of a scheduled run whose schedule names none (as the original).
 pub const SCHEDULE_USER: &str = "worker@proctor";
@@ -464,6 +473,18 @@ async fn run_fire(
         {
             return Ok(("skipped: the previous run is still going".to_owned(), None));
         }
+        if occasion == Occasion::Due
+            && policy == ConcurrencyPolicy::Replace
+            && !replace(&parts, id).await?
+        {
+            return Ok((
+                format!(
+                    "skipped: Replace could not end the previous run within {}s",
+                    REPLACE_WAIT.as_secs()
+                ),
+                None,
+            ));
+        }
         let proc = match ProcName::parse(&schedule.proc_name) {
             Ok(name) => parts.procs.get(&name).await?,
             Err(_) => None,
@@ -515,6 +536,50 @@ async fn run_fire(
             (None, None)
         }
     }
+}
+
+/// Cancels the schedule's unfinished runs and waits until none is left; answers
+/// whether that happened within [`REPLACE_WAIT`].
+async fn replace(parts: &Parts, id: &str) -> Result<bool, crate::store::StoreError> {
+    let previous = parts.schedules.unfinished_runs(id).await?;
+    if previous.is_empty() {
+        return Ok(true);
+    }
+    let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
+    let by = format!("schedule {id} (Replace)");
+    let cancels = previous.iter().filter_map(|name| {
+        let execution = crate::model::ExecutionName::parse(name).ok()?;
+        let cancel = parts.dispatcher.send(Cancel {
+            execution: execution.clone(),
+            by: by.clone(),
+        });
+        Some(async move {
+            match tokio::time::timeout_at(deadline, cancel).await {
+                Ok(Ok(Ok(_) | Err(DispatchError::AlreadyEnded { .. }))) => {
+                    tracing::info!(%execution, "cancelled by a Replace fire")
+                }
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(%execution, error = %e, "a Replace fire cannot cancel the previous run")
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(%execution, error = %e, "the Dispatcher is unavailable")
+                }
+                Err(_) => tracing::warn!(%execution, "a Replace fire's cancel timed out"),
+            }
+        })
+    });
+    futures_util::future::join_all(cancels).await;
+    while tokio::time::Instant::now() < deadline {
+        if !parts.schedules.has_unfinished_run(id).await? {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!(
+        schedule = id,
+        "the previous run did not end within the Replace wait; skipping the fire"
+    );
+    Ok(false)
 }
 
 impl Actor for Ticker {

@@ -25,7 +25,11 @@ const MAX_ARG_BYTES: usize = 32 * 1024;
 pub struct ExecuteResponse {
     /// The execution's name: its id everywhere else.
     pub name: String,
+    /// `QUEUED` when the proc's `max_concurrent_runs` are all taken: the run waits.
     pub status: Status,
+    /// While QUEUED: how many runs of the proc wait ahead of this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<i64>,
 }
 
 /// A page of `GET /api/v1/executions`.
@@ -152,9 +156,11 @@ pub async fn execute(
         .await
         .map_err(DispatchError::from)??;
     tracing::info!(execution = %execution.name, proc = %execution.proc_name, by = %caller.email, status = %execution.status, "execution submitted");
+    let queue_position = state.stores.executions.queue_position(&execution).await?;
     Ok(HttpResponse::Created().json(ExecuteResponse {
         name: execution.name,
         status: execution.status,
+        queue_position,
     }))
 }
 
@@ -297,7 +303,8 @@ pub async fn describe(
     caller: Caller,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let execution = find_visible(&state, &caller, &name).await?;
+    let mut execution = find_visible(&state, &caller, &name).await?;
+    execution.queue_position = state.stores.executions.queue_position(&execution).await?;
     Ok(HttpResponse::Ok().json(execution))
 }
 

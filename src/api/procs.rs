@@ -21,6 +21,16 @@ pub fn parse_name(name: &str) -> Result<ProcName, ApiError> {
 
 /// Reads one proc from JSON; `at` says where it was in the request.
 fn parse_proc(value: Value, at: &str) -> Result<ProcMetadata, ApiError> {
+    // serde's message for a bad number does not name the field.
+    if let Some(max) = value.get("max_concurrent_runs")
+        && !max.is_null()
+        && !max.is_u64()
+    {
+        return Err(ApiError::bad_request(format!(
+            "{at}max_concurrent_runs must be a whole number between 1 and {}, not {max}",
+            crate::model::proc::MAX_CONCURRENT_RUNS
+        )));
+    }
     let proc: ProcMetadata = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("{at}invalid proc metadata: {e}")))?;
     let problems = proc.problems();

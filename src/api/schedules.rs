@@ -36,7 +36,10 @@ pub struct ScheduleRequest {
     pub group_name: String,
     #[serde(default)]
     pub time_zone: Option<String>,
+    /// `Allow` (default), `Forbid` (skip a fire while the previous run, running or
+    /// queued, is not final) or `Replace` (cancel it, then start).
     #[serde(default)]
+    #[schema(example = "Replace")]
     pub concurrency_policy: Option<String>,
 }
 

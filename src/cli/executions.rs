@@ -112,6 +112,14 @@ pub async fn execute(
             "; Ctrl-C cancels or detaches".to_owned()
         }
     );
+    if status == "QUEUED" {
+        let ahead = submitted["queue_position"].as_i64().unwrap_or(0);
+        anstream::eprintln!(
+            "{} ({ahead} ahead): proc {} runs at most its max_concurrent_runs at once; this run starts when a slot frees.",
+            output::status("QUEUED"),
+            request.proc
+        );
+    }
     // Even a run that ended before the answer came has a log to show: the stream
     // replays it, then closes with the final status.
     let ending = Follow {
@@ -191,7 +199,13 @@ fn print_record(record: &Value) {
     details
         .row("Name", text(record, "name"))
         .row("Proc", text(record, "proc_name"))
-        .row("Status", output::status(status))
+        .row(
+            "Status",
+            match record["queue_position"].as_i64() {
+                Some(ahead) => format!("{} ({ahead} ahead)", output::status(status)),
+                None => output::status(status),
+            },
+        )
         .row_if(
             "Exit code",
             record["exit_code"]

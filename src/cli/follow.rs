@@ -204,6 +204,14 @@ impl Follow<'_> {
                     let status = self.status().await.unwrap_or_default();
                     if status == "RUNNING" || is_final(&status) {
                         stop(&mut spinner);
+                    } else if status == "QUEUED"
+                        && let Some(spinner) = &spinner
+                    {
+                        let ahead = self.queue_position().await.unwrap_or(0);
+                        spinner.set_message(format!(
+                            "{} is queued ({ahead} ahead): waiting for a slot of its proc",
+                            self.name
+                        ));
                     }
                 }
                 Event::Interrupt => {
@@ -234,6 +242,14 @@ impl Follow<'_> {
             .send(self.client.request(Method::GET, &path), NO_RUN_HINT)
             .await?;
         Ok(response.text().await.unwrap_or_default().trim().to_owned())
+    }
+
+    /// How many runs wait ahead of this one in its proc's queue (`None` when it does not
+    /// wait, or the record cannot be read).
+    async fn queue_position(&self) -> Option<i64> {
+        let path = format!("/api/v1/executions/{}", segment(self.name));
+        let record: serde_json::Value = self.client.get_json(&path, NO_RUN_HINT).await.ok()?;
+        record["queue_position"].as_i64()
     }
 
     /// The stored lines after `seen`.

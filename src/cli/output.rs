@@ -45,6 +45,7 @@ pub fn status_style(status: &str) -> Style {
         "SUCCEEDED" => AnsiColor::Green,
         "FAILED" | "TIMED_OUT" | "REQUIREMENT_NOT_MET" | "CREATION_FAILED" => AnsiColor::Red,
         "CANCELLED" => AnsiColor::Yellow,
+        "QUEUED" => AnsiColor::Magenta,
         _ => AnsiColor::Cyan,
     };
     Style::new().bold().fg_color(Some(color.into()))
@@ -61,6 +62,7 @@ fn status_color(status: &str) -> Color {
         "SUCCEEDED" => Color::Green,
         "FAILED" | "TIMED_OUT" | "REQUIREMENT_NOT_MET" | "CREATION_FAILED" => Color::Red,
         "CANCELLED" => Color::Yellow,
+        "QUEUED" => Color::Magenta,
         _ => Color::Cyan,
     }
 }

@@ -91,6 +91,12 @@ pub async fn describe(client: &Client, name: &str, format: Format) -> Result<(),
     if let Some(deadline) = proc["active_deadline_seconds"].as_u64() {
         details.row("Deadline", format!("{deadline}s"));
     }
+    if let Some(max) = proc["max_concurrent_runs"].as_u64() {
+        details.row(
+            "Max concurrent runs",
+            format!("{max} (more wait as QUEUED)"),
+        );
+    }
     details.print();
     let args: Vec<&str> = proc["env_vars"]["args"]
         .as_array()

@@ -1,7 +1,10 @@
 //! An execution's name and its status machine:
-//! `RECEIVED → CREATED → RUNNING → SUCCEEDED | FAILED | TIMED_OUT | CANCELLED`, with
-//! `REQUIREMENT_NOT_MET` and `CREATION_FAILED` as final states reached before `CREATED`.
-//! Transitions only go forward; a late event for an older state is ignored.
+//! `RECEIVED → QUEUED → CREATED → RUNNING → SUCCEEDED | FAILED | TIMED_OUT | CANCELLED`,
+//! with `REQUIREMENT_NOT_MET` and `CREATION_FAILED` as final states reached before
+//! `CREATED`. `QUEUED` is taken only by runs of a proc with `max_concurrent_runs` that
+//! must wait for a slot (a run that gets one at once goes from `RECEIVED` on); a queued
+//! run may be cancelled, and is never started then. Transitions only go forward; a late
+//! event for an older state is ignored.
 
 use std::fmt;
 use std::str::FromStr;
@@ -61,6 +64,8 @@ impl fmt::Display for ExecutionName {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Received,
+    /// Waiting for a slot of its proc's `max_concurrent_runs` (first in, first out).
+    Queued,
     Created,
     Running,
     Succeeded,
@@ -72,8 +77,9 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Received,
+        Status::Queued,
         Status::Created,
         Status::Running,
         Status::Succeeded,
@@ -87,6 +93,7 @@ impl Status {
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Received => "RECEIVED",
+            Status::Queued => "QUEUED",
             Status::Created => "CREATED",
             Status::Running => "RUNNING",
             Status::Succeeded => "SUCCEEDED",
@@ -99,22 +106,24 @@ impl Status {
     }
 
     pub fn is_final(self) -> bool {
-        self.rank() == 3
+        self.rank() == 4
     }
 
     fn rank(self) -> u8 {
         match self {
             Status::Received => 0,
-            Status::Created => 1,
-            Status::Running => 2,
-            _ => 3,
+            Status::Queued => 1,
+            Status::Created => 2,
+            Status::Running => 3,
+            _ => 4,
         }
     }
 
     /// Whether an execution in `self` may move to `next`.
     pub fn can_move_to(self, next: Status) -> bool {
         let before_created = matches!(next, Status::RequirementNotMet | Status::CreationFailed);
-        next.rank() > self.rank() && (!before_created || self == Status::Received)
+        next.rank() > self.rank()
+            && (!before_created || matches!(self, Status::Received | Status::Queued))
     }
 
     /// Every status from which `next` may be reached: the guard of a forward-only update.
@@ -173,6 +182,12 @@ mod tests {
             (Received, RequirementNotMet),
             (Received, CreationFailed),
             (Received, Cancelled),
+            (Received, Queued),
+            (Queued, Created),
+            (Queued, Running),
+            (Queued, Cancelled),
+            (Queued, RequirementNotMet),
+            (Queued, CreationFailed),
             (Created, Running),
             (Created, Failed),
             (Created, Cancelled),
@@ -192,12 +207,22 @@ mod tests {
             (Created, RequirementNotMet),
             (Running, CreationFailed),
             (Running, Running),
+            (Created, Queued),
+            (Running, Queued),
+            (Queued, Received),
+            (Cancelled, Queued),
         ];
         for (from, to) in refused {
             assert!(!from.can_move_to(to), "{from} -> {to} should be refused");
         }
-        assert_eq!(Status::predecessors(Status::Running), [Received, Created]);
-        assert_eq!(Status::predecessors(Status::CreationFailed), [Received]);
+        assert_eq!(
+            Status::predecessors(Status::Running),
+            [Received, Queued, Created]
+        );
+        assert_eq!(
+            Status::predecessors(Status::CreationFailed),
+            [Received, Queued]
+        );
     }
 
     #[test]

@@ -48,7 +48,15 @@ pub struct ProcMetadata {
     /// This proc's deadline, overriding PROCTOR_KUBE_JOB_ACTIVE_DEADLINE_SECONDS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_deadline_seconds: Option<u64>,
+    /// At most this many runs of the proc at once, across all replicas; runs beyond it
+    /// wait as QUEUED, first in first out, and start as slots free.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 1000)]
+    pub max_concurrent_runs: Option<u32>,
 }
+
+/// The largest `max_concurrent_runs` a proc may declare.
+pub const MAX_CONCURRENT_RUNS: u32 = 1000;
 
 const MAX_TEXT: usize = 4096;
 
@@ -113,6 +121,13 @@ impl ProcMetadata {
         }
         if self.active_deadline_seconds == Some(0) {
             problems.push("active_deadline_seconds must be at least 1".to_owned());
+        }
+        if let Some(max) = self.max_concurrent_runs
+            && !(1..=MAX_CONCURRENT_RUNS).contains(&max)
+        {
+            problems.push(format!(
+                "max_concurrent_runs must be between 1 and {MAX_CONCURRENT_RUNS}, not {max} (leave it out for no limit)"
+            ));
         }
         problems
     }
@@ -180,6 +195,24 @@ mod tests {
                 "{needle} missing from {problems}"
             );
         }
+    }
+
+    #[test]
+    fn max_concurrent_runs_is_checked_and_written_only_when_set() {
+        for (max, ok) in [(0, false), (1, true), (1000, true), (1001, false)] {
+            let proc = ProcMetadata {
+                max_concurrent_runs: Some(max),
+                ..sample()
+            };
+            assert_eq!(
+                proc.problems().is_empty(),
+                ok,
+                "{max}: {:?}",
+                proc.problems()
+            );
+        }
+        let json = serde_json::to_value(sample()).unwrap();
+        assert!(json.get("max_concurrent_runs").is_none());
     }
 
     #[test]

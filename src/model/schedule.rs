@@ -225,12 +225,15 @@ pub fn parse_time_zone(text: &str) -> Result<Tz, String> {
 }
 
 /// What a fire does while the schedule's previous run is still going (as a
-/// Kubernetes CronJob's concurrencyPolicy).
+/// Kubernetes CronJob's concurrencyPolicy): start beside it (Allow), skip the fire
+/// (Forbid), or cancel the previous run and then start (Replace). A QUEUED run counts
+/// as going.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConcurrencyPolicy {
     #[default]
     Allow,
     Forbid,
+    Replace,
 }
 
 impl FromStr for ConcurrencyPolicy {
@@ -240,8 +243,9 @@ impl FromStr for ConcurrencyPolicy {
         match text.trim().to_ascii_lowercase().as_str() {
             "" | "allow" => Ok(Self::Allow),
             "forbid" => Ok(Self::Forbid),
+            "replace" => Ok(Self::Replace),
             _ => Err(format!(
-                "concurrency_policy must be Allow or Forbid, not {text:?}"
+                "concurrency_policy must be Allow, Forbid or Replace, not {text:?}"
             )),
         }
     }
@@ -252,6 +256,7 @@ impl ConcurrencyPolicy {
         match self {
             Self::Allow => "Allow",
             Self::Forbid => "Forbid",
+            Self::Replace => "Replace",
         }
     }
 }
@@ -434,6 +439,10 @@ mod tests {
         assert_eq!(
             "forbid".parse::<ConcurrencyPolicy>(),
             Ok(ConcurrencyPolicy::Forbid)
+        );
+        assert_eq!(
+            "Replace".parse::<ConcurrencyPolicy>(),
+            Ok(ConcurrencyPolicy::Replace)
         );
         assert!("sometimes".parse::<ConcurrencyPolicy>().is_err());
     }

@@ -16,8 +16,12 @@ use super::{Db, DbConnection, StoreError};
 use crate::model::Status;
 
 /// The unfinished statuses as SQL, spelled out so PostgreSQL uses the partial indexes
-/// of migration `2026-12-03-000004_leases` (a bound array would not match them).
-const OPEN: &str = "status IN ('RECEIVED', 'CREATED', 'RUNNING')";
+/// of migration `2026-12-03-000004_leases` (a bound array would not match them; migration
+/// `2026-12-03-000010_run_queue` recreated them with QUEUED). A QUEUED run is owned
+/// only once promoted; a waiting one has no owner and no lease.
+const OPEN: &str = "status IN ('RECEIVED', 'QUEUED', 'CREATED', 'RUNNING')";
+/// Runs waiting in a queue belong to nobody: a claim never takes them.
+const NOT_WAITING: &str = "(status <> 'QUEUED' OR owner IS NOT NULL)";
 /// Executions taken in one claim at most; the next claim takes more.
 const CLAIM_BATCH: i64 = 500;
 
@@ -132,6 +136,7 @@ impl LeaseStore {
                     () => {
                         executions::table
                             .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(OPEN))
+                            .filter(diesel::dsl::sql::<diesel::sql_types::Bool>(NOT_WAITING))
                             .filter(executions::executor.eq_any(&executors))
                             .filter(
                                 executions::lease_expires_at
@@ -175,6 +180,31 @@ impl LeaseStore {
                         })
                     })
                     .collect()
+            })
+            .await
+    }
+
+    /// Puts runs this replica claimed while they were promoted from a queue but never
+    /// launched (their replica died, or this one restarted) back in their place in the
+    /// queue: no owner, no lease, the same `created_at`.
+    pub async fn requeue(&self, names: Vec<String>) -> Result<usize, StoreError> {
+        if names.is_empty() {
+            return Ok(0);
+        }
+        let me = self.ownership.replica.to_string();
+        self.db
+            .run(move |conn| {
+                Ok(with_backend!(conn, |c| diesel::update(
+                    executions::table
+                        .filter(executions::name.eq_any(&names))
+                        .filter(executions::status.eq(Status::Queued.as_str()))
+                        .filter(executions::owner.eq(&me)),
+                )
+                .set((
+                    executions::owner.eq(None::<String>),
+                    executions::lease_expires_at.eq(None::<NaiveDateTime>),
+                ))
+                .execute(c))?)
             })
             .await
     }

@@ -41,8 +41,8 @@ pub mod users;
 pub use self::audit::{AuditEvent, AuditFilter, AuditStore, NewEvent};
 pub use self::bus::{Announcement, Bus};
 pub use self::executions::{
-    Bucket, BucketCounts, Execution, ExecutionFilter, ExecutionStore, NewExecution, ProcStats,
-    Stats, StatsQuery, Transition,
+    Admitted, Bucket, BucketCounts, Execution, ExecutionFilter, ExecutionStore, NewExecution,
+    ProcStats, Stats, StatsQuery, Transition,
 };
 pub use self::leases::{Claimed, LeaseStore, Ownership};
 pub use self::logs::{LogStore, Resume, StoredLine};

@@ -350,6 +350,21 @@ impl ScheduleStore {
             .await
     }
 
+    /// The names of the schedule's runs that have not finished yet (queued included).
+    pub async fn unfinished_runs(&self, id: &str) -> Result<Vec<String>, StoreError> {
+        let id = id.to_owned();
+        let open = Status::unfinished_names();
+        self.db
+            .run(move |conn| {
+                Ok(with_backend!(conn, |c| executions::table
+                    .filter(executions::schedule_id.eq(&id))
+                    .filter(executions::status.eq_any(&open))
+                    .select(executions::name)
+                    .load(c))?)
+            })
+            .await
+    }
+
     /// Whether a run of the schedule has not finished yet.
     pub async fn has_unfinished_run(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();

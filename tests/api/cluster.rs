@@ -186,7 +186,7 @@ async fn wait_final(replica: &Replica, name: &str) -> Value {
     loop {
         let execution = execution(replica, name).await;
         let status = execution["status"].as_str().unwrap_or_default().to_owned();
-        if !["RECEIVED", "CREATED", "RUNNING"].contains(&status.as_str()) {
+        if !["RECEIVED", "QUEUED", "CREATED", "RUNNING"].contains(&status.as_str()) {
             return execution;
         }
         assert!(Instant::now() < deadline, "{name} never ended: {execution}");

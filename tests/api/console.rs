@@ -80,6 +80,14 @@ async fn register_console_procs(app: &TestApp) {
     json_body(app.set_secrets(&secrets, &app.admin).await, 201).await;
     register_script(
         app,
+        "one-at-a-time",
+        "echo going; sleep 300",
+        &[],
+        json!({"author": "admin@example.com", "max_concurrent_runs": 1}),
+    )
+    .await;
+    register_script(
+        app,
         "failer",
         "echo about to fail; exit 3",
         &[],

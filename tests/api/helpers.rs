@@ -429,7 +429,7 @@ impl TestApp {
         loop {
             let execution = self.execution(name).await;
             let status = execution["status"].as_str().unwrap().to_owned();
-            let running = ["RECEIVED", "CREATED", "RUNNING"].contains(&status.as_str());
+            let running = ["RECEIVED", "QUEUED", "CREATED", "RUNNING"].contains(&status.as_str());
             if !running || std::time::Instant::now() > deadline {
                 return execution;
             }

@@ -20,6 +20,7 @@ mod logs;
 mod observability;
 mod orphans;
 mod procs;
+mod queue;
 mod replica;
 mod schedules;
 mod secrets;

@@ -174,7 +174,7 @@ async fn bad_schedules_get_the_originals_status_codes_with_clear_messages() {
         (
             with("concurrency_policy", json!("Sometimes")),
             400,
-            "concurrency_policy must be Allow or Forbid",
+            "concurrency_policy must be Allow, Forbid or Replace",
         ),
         (
             with("args", json!({"COLOR": "red"})),

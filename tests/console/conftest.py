@@ -53,6 +53,8 @@ PROCS = {
     "sleeper": {},
     # one declared (so required) arg NAME; prints "Hello $NAME"; secret GREETING_TOKEN set
     "greeter": {"arg": "NAME"},
+    # max_concurrent_runs 1, sleeps for 5 minutes: a second run waits QUEUED
+    "one-at-a-time": {},
     # prints "about to fail", exits 3
     "failer": {},
     # prints "line 1" .. "line 2000" at once

@@ -284,6 +284,43 @@ def test_a_running_run_is_cancelled_from_its_page_and_run_again(open_console, co
         api.cancel(first)
 
 
+def test_a_queued_run_shows_as_queued_and_is_cancelled_from_its_page(open_console, config, api):
+    first = api.run("one-at-a-time")
+    second = api.run("one-at-a-time")
+    try:
+        assert api.execution(second)["status"] == "QUEUED"
+        console = open_console()
+        page = console.page
+        console.sign_in(config.admin)
+        console.goto("/runs?proc=one-at-a-time")
+        eventually(
+            lambda: "QUEUED" in row_cells(console, "status"),
+            "the queued run is listed as QUEUED",
+        )
+        queued_cell = page.locator(f'table#runs tbody tr[data-name="{second}"] .status').first
+        expect(queued_cell).to_have_class(re.compile(r"\bs-QUEUED\b"))
+        console.goto(f"/runs/{second}")
+        console.wait_text("#run-status", r"^QUEUED \(0 ahead\)$", STEP)
+        expect(page.locator("#run-status")).to_have_class(re.compile(r"\bs-QUEUED\b"))
+        running_colour = page.evaluate(
+            """() => { const probe = document.createElement('span');
+                probe.className = 'status s-RUNNING'; document.body.append(probe);
+                const colour = getComputedStyle(probe).color; probe.remove(); return colour; }"""
+        )
+        queued_colour = page.locator("#run-status").evaluate("el => getComputedStyle(el).color")
+        assert queued_colour != running_colour, "QUEUED has a colour of its own"
+        cancel = page.locator("button#cancel")
+        expect(cancel).to_be_enabled()
+        cancel.click()
+        console.wait_text("#run-status", r"CANCELLED", RUN)
+        cancelled = api.execution(second)
+        assert cancelled["status"] == "CANCELLED" and cancelled["started_at"] is None, cancelled
+        console.assert_no_errors()
+    finally:
+        api.cancel(second)
+        api.cancel(first)
+
+
 def test_a_long_log_is_paged_on_screen_searched_and_downloaded(open_console, config, api):
     lines = PROCS["many-lines"]["lines"]
     name = api.run("many-lines")

@@ -15,9 +15,11 @@ use super::leases::Ownership;
 use super::schema::executions;
 use super::{Db, StoreError};
 
+mod queue;
 mod stats;
 mod writer;
 
+pub use self::queue::Admitted;
 pub use self::stats::{Bucket, BucketCounts, ProcStats, Stats, StatsQuery};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
@@ -76,6 +78,10 @@ pub struct Execution {
     /// When the owner's hold ends unless renewed.
     #[serde(skip)]
     pub lease_expires_at: Option<NaiveDateTime>,
+    /// While QUEUED and waiting: how many runs of its proc wait ahead of it (shown by
+    /// the single-execution reads only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<i64>,
 }
 
 /// A stored (naive, UTC) time as RFC 3339 with `Z`.
@@ -142,6 +148,7 @@ impl TryFrom<Row> for Execution {
             callback_url: row.callback_url,
             owner: row.owner,
             lease_expires_at: row.lease_expires_at,
+            queue_position: None,
         })
     }
 }
