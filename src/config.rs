@@ -200,6 +200,16 @@ pub struct MailSettings {
     pub server_port: u16,
 }
 
+/// Notifications beyond mail (webhooks, Slack, callbacks).
+#[derive(Debug, Clone, Default)]
+pub struct NotifySettings {
+    /// The HMAC-SHA256 key of the `Proctor-Signature` header; `None`: sent unsigned.
+    pub webhook_signing_key: Option<Sensitive<String>>,
+    /// Where the web console is reached from outside (`https://proctor.example.com`),
+    /// for links to runs; `None`: messages carry no link.
+    pub public_url: Option<String>,
+}
+
 /// Everything `proctord` is configured with.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -244,6 +254,7 @@ pub struct Settings {
     /// How old a fire missed while no replica ran may be and still run once at start-up.
     pub schedule_misfire_grace: Duration,
     pub mail: MailSettings,
+    pub notify: NotifySettings,
     pub sentry_dsn: Option<Sensitive<String>>,
     /// Things worth a warning once logging is up (deprecated or unknown variables).
     pub warnings: Vec<String>,
@@ -636,6 +647,10 @@ impl Settings {
             schedule_sync_interval,
             schedule_misfire_grace,
             mail,
+            notify: NotifySettings {
+                webhook_signing_key: raw.optional("webhook_signing_key").map(Sensitive),
+                public_url: read_public_url(raw)?,
+            },
             sentry_dsn: read_sentry_dsn(raw)?,
             warnings,
         })
@@ -1001,6 +1016,22 @@ pub fn parse_secrets_key(text: &str) -> Result<[u8; 32], String> {
             bytes.len()
         )
     })
+}
+
+/// PROCTOR_PUBLIC_URL: an http(s) URL, kept without a trailing `/`.
+fn read_public_url(raw: &Raw) -> Result<Option<String>, SettingsError> {
+    let Some(text) = raw.optional("public_url") else {
+        return Ok(None);
+    };
+    match url::Url::parse(&text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(Some(text.trim_end_matches('/').to_owned()))
+        }
+        _ => Err(SettingsError::new(
+            "public_url",
+            format!("expected an http(s) URL such as https://proctor.example.com, got {text:?}"),
+        )),
+    }
 }
 
 fn read_sentry_dsn(raw: &Raw) -> Result<Option<Sensitive<String>>, SettingsError> {

@@ -28,6 +28,8 @@ pub struct Execute {
     pub args: BTreeMap<String, String>,
     pub user_email: String,
     pub callback_url: Option<String>,
+    /// Where its end is told (webhooks, Slack), checked by the caller.
+    pub notify: Vec<crate::model::NotifyTarget>,
     pub schedule_id: Option<String>,
 }
 
@@ -173,6 +175,7 @@ impl Handler<Execute> for Dispatcher {
                     user_email: msg.user_email,
                     schedule_id: msg.schedule_id,
                     callback_url: msg.callback_url,
+                    notify: msg.notify,
                 });
                 // The record is written while the proc's secrets are read.
                 let (received, requirement) = tokio::join!(

@@ -110,6 +110,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                         .route(web::get().to(executions::stored_logs)),
                 )
                 .service(
+                    resource("/executions/{name}/notifications")
+                        .route(web::get().to(executions::notifications)),
+                )
+                .service(
                     resource("/executions/{name}/cancel").route(web::post().to(executions::cancel)),
                 ),
         );

@@ -267,6 +267,7 @@ async fn a_restart_reattaches_to_running_jobs_and_settles_missing_ones() {
                 user_email: "admin@example.com".into(),
                 schedule_id: None,
                 callback_url: None,
+                notify: vec![],
             })
             .await
             .unwrap();

@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::model::{ExecutionName, Status};
+use crate::model::{ExecutionName, NotifyTarget, Status};
 
 use self::writer::{Op, Writer};
 use super::leases::Ownership;
@@ -42,6 +42,7 @@ struct Row {
     attempts: i32,
     owner: Option<String>,
     lease_expires_at: Option<NaiveDateTime>,
+    notify: String,
 }
 
 /// An execution as the API shows it.
@@ -76,6 +77,9 @@ pub struct Execution {
     /// When the owner's hold ends unless renewed.
     #[serde(skip)]
     pub lease_expires_at: Option<NaiveDateTime>,
+    /// Where its end is told (webhooks, Slack), URLs masked.
+    #[serde(serialize_with = "crate::model::notify::serialize_masked")]
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// A stored (naive, UTC) time as RFC 3339 with `Z`.
@@ -122,6 +126,8 @@ impl TryFrom<Row> for Execution {
         let corrupt = |what: String| StoreError::Corrupt(format!("execution {}: {what}", row.name));
         let status = row.status.parse().map_err(corrupt)?;
         let args = serde_json::from_str(&row.args).map_err(|e| corrupt(e.to_string()))?;
+        let notify =
+            serde_json::from_str(&row.notify).map_err(|e| corrupt(format!("notify: {e}")))?;
         Ok(Execution {
             id: row.id,
             name: row.name,
@@ -142,6 +148,7 @@ impl TryFrom<Row> for Execution {
             callback_url: row.callback_url,
             owner: row.owner,
             lease_expires_at: row.lease_expires_at,
+            notify,
         })
     }
 }
@@ -157,6 +164,7 @@ pub struct NewExecution {
     pub user_email: String,
     pub schedule_id: Option<String>,
     pub callback_url: Option<String>,
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// A status change with what it tells.
@@ -228,6 +236,7 @@ impl ExecutionStore {
             attempts: 0,
             owner: Some(self.ownership.replica.to_string()),
             lease_expires_at: Some(self.ownership.expiry()),
+            notify: serde_json::to_string(&new.notify).expect("targets serialize"),
         };
         let execution = Execution::try_from(row.clone())?;
         self.writer.write(Op::Insert(Box::new(row))).await?;

@@ -1,0 +1,19 @@
+-- Notifications beyond mail: the targets (webhooks, Slack) of each execution and
+-- schedule as JSON (URLs in full: a Slack URL is a credential, shown only masked),
+-- and one delivery log row per target told of a run's end.
+ALTER TABLE executions ADD COLUMN notify TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE schedules ADD COLUMN notify TEXT NOT NULL DEFAULT '[]';
+CREATE TABLE notification_deliveries (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    execution_id  TEXT NOT NULL REFERENCES executions (id) ON DELETE CASCADE,
+    kind          TEXT NOT NULL,
+    target        TEXT NOT NULL,
+    status        TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_status_code INTEGER,
+    last_error    TEXT,
+    created_at    TIMESTAMP NOT NULL,
+    updated_at    TIMESTAMP NOT NULL,
+    delivered_at  TIMESTAMP
+);
+CREATE INDEX notification_deliveries_execution ON notification_deliveries (execution_id, id);
