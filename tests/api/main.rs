@@ -16,6 +16,7 @@ mod hostile;
 mod kubernetes;
 mod lifecycle;
 mod logs;
+mod notify;
 mod observability;
 mod orphans;
 mod procs;
