@@ -188,6 +188,9 @@ pub struct KubeSettings {
     pub basic_auth_encoded: Option<Sensitive<String>>,
     pub pod_list_wait_time: Duration,
     pub job_pod_annotations: BTreeMap<String, String>,
+    /// Default resources and what procs may ask of their pods (PROCTOR_KUBE_DEFAULT_RESOURCES,
+    /// PROCTOR_KUBE_ALLOWED_*).
+    pub pod_policy: crate::model::PodPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -490,6 +493,7 @@ impl Settings {
                 raw.parse("kube_pod_list_wait_time", "a number of seconds")?,
             ),
             job_pod_annotations: read_annotations(raw)?,
+            pod_policy: read_pod_policy(raw)?,
         };
         if kube.namespace.is_empty() {
             return Err(SettingsError::new("default_namespace", "must not be empty"));
@@ -1046,6 +1050,35 @@ fn read_sentry_dsn(raw: &Raw) -> Result<Option<Sensitive<String>>, SettingsError
         )
     })?;
     Ok(Some(Sensitive(dsn)))
+}
+
+/// PROCTOR_KUBE_DEFAULT_RESOURCES (JSON) and the PROCTOR_KUBE_ALLOWED_* lists.
+fn read_pod_policy(raw: &Raw) -> Result<crate::model::PodPolicy, SettingsError> {
+    use crate::model::pod::{Allowed, Resources};
+    let text = raw.get("kube_default_resources");
+    let default_resources: Resources = if text.is_empty() {
+        Resources::default()
+    } else {
+        serde_json::from_str(&text).map_err(|e| {
+            SettingsError::new(
+                "kube_default_resources",
+                format!(
+                    "expected JSON such as {{\"requests\": {{\"cpu\": \"100m\"}}, \"limits\": {{\"memory\": \"256Mi\"}}}}: {e}"
+                ),
+            )
+        })?
+    };
+    if let Some(problem) = default_resources.problems("resources").into_iter().next() {
+        return Err(SettingsError::new("kube_default_resources", problem));
+    }
+    Ok(crate::model::PodPolicy {
+        default_resources,
+        service_accounts: Allowed::parse(&raw.get("kube_allowed_service_accounts")),
+        image_pull_secrets: Allowed::parse(&raw.get("kube_allowed_image_pull_secrets")),
+        node_selectors: Allowed::parse(&raw.get("kube_allowed_node_selectors")),
+        tolerations: Allowed::parse(&raw.get("kube_allowed_tolerations")),
+        labels: Allowed::parse(&raw.get("kube_allowed_labels")),
+    })
 }
 
 fn read_annotations(raw: &Raw) -> Result<BTreeMap<String, String>, SettingsError> {

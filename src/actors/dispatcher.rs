@@ -219,6 +219,7 @@ impl Handler<Execute> for Dispatcher {
                         .active_deadline_seconds
                         .map_or(defaults.deadline, Duration::from_secs),
                     retries: defaults.retries,
+                    pod: msg.proc.pod.clone(),
                 };
                 let applied = match executor.launch(spec).await {
                     Ok(()) => {

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub brake: brake::Brake,
     /// Whether the client's address is read from `Forwarded` / `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
+    /// What procs may ask of their Kubernetes pods, checked at registration.
+    pub pod_policy: crate::model::PodPolicy,
 }
 
 /// Every route of the API, in one table.

@@ -48,6 +48,10 @@ pub struct ProcMetadata {
     /// This proc's deadline, overriding PROCTOR_KUBE_JOB_ACTIVE_DEADLINE_SECONDS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_deadline_seconds: Option<u64>,
+    /// Kubernetes pod options of its runs (resources, nodeSelector, tolerations,
+    /// serviceAccountName, imagePullSecrets, labels), within the operator's allowlists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<super::pod::PodOptions>,
 }
 
 const MAX_TEXT: usize = 4096;
