@@ -425,3 +425,36 @@ async fn bad_notify_targets_are_refused_with_400s() {
         assert!(message.contains(expected), "schedule, {why}: {message}");
     }
 }
+
+#[actix_web::test]
+async fn the_openapi_document_shows_the_notify_and_pod_fields() {
+    let app = spawn(Backend::Embedded).await;
+    let doc = json_body(
+        app.request(Method::GET, "/openapi.json", None)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let schemas = &doc["components"]["schemas"];
+    for (schema, field) in [
+        ("ExecuteRequest", "notify"),
+        ("ScheduleRequest", "notify"),
+        ("Schedule", "notify"),
+        ("Execution", "notify"),
+        ("NotifyTarget", "on"),
+        ("Delivery", "last_status_code"),
+        ("ProcMetadata", "pod"),
+        ("PodOptions", "serviceAccountName"),
+        ("PodOptions", "imagePullSecrets"),
+        ("Toleration", "tolerationSeconds"),
+    ] {
+        assert!(
+            schemas[schema]["properties"].get(field).is_some(),
+            "{schema}.{field} is missing from /openapi.json: {}",
+            schemas[schema]
+        );
+    }
+    assert!(doc["paths"]["/api/v1/executions/{name}/notifications"]["get"].is_object());
+}
