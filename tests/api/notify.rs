@@ -265,6 +265,56 @@ async fn a_4xx_answer_other_than_429_is_not_retried() {
 }
 
 #[actix_web::test]
+async fn a_dead_receiver_delays_no_other_delivery() {
+    let app = spawn(Backend::Embedded).await;
+    let receiver = Receiver::start(&[]).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    register_script(&app, "notify-me", "echo done", &[], json!({})).await;
+    let name = app
+        .execute_with(
+            "notify-me",
+            json!([
+                {"kind": "webhook", "url": format!("http://127.0.0.1:{dead}/dead?k=d3ad-secret")},
+                {"kind": "webhook", "url": format!("{}/alive", receiver.base)},
+            ]),
+        )
+        .await;
+    let started = std::time::Instant::now();
+    app.wait_for_status(&name, "SUCCEEDED", WAIT).await;
+    receiver.wait_for("/alive", 1).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the live receiver was told at once: {:?}",
+        started.elapsed()
+    );
+    // The dead one is still being retried, its progress in the log.
+    let deadline = std::time::Instant::now() + WAIT;
+    let dead_delivery = loop {
+        let deliveries = app.deliveries(&name).await;
+        if let Some(d) = deliveries
+            .iter()
+            .find(|d| d["status"] == "pending" && d["attempts"].as_i64() >= Some(1))
+        {
+            break d.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{deliveries:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let error = dead_delivery["last_error"].as_str().unwrap();
+    assert!(error.starts_with("cannot connect"), "{error}");
+    assert!(!error.contains("d3ad-secret"), "{error}");
+    assert_eq!(
+        dead_delivery["target"],
+        format!("http://127.0.0.1:{dead}/…")
+    );
+    assert!(!captured_logs().contains("d3ad-secret"));
+}
+
+#[actix_web::test]
 async fn a_slack_message_names_the_run_and_links_to_it() {
     let app = spawn(Backend::Embedded).await;
     let receiver = Receiver::start(&[]).await;
