@@ -1115,6 +1115,36 @@ mod tests {
     }
 
     #[test]
+    fn notification_and_pod_policy_settings_are_read() {
+        let s = settings(&[
+            ("public_url", "https://proctor.example.com/"),
+            ("webhook_signing_key", "k3y"),
+            ("kube_allowed_service_accounts", "reporter, backup"),
+            (
+                "kube_default_resources",
+                r#"{"limits": {"memory": "256Mi"}}"#,
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.notify.public_url.as_deref(),
+            Some("https://proctor.example.com")
+        );
+        assert_eq!(s.notify.webhook_signing_key.unwrap().expose(), "k3y");
+        let policy = s.kube.pod_policy;
+        assert!(policy.service_accounts.allows("backup"));
+        assert!(!policy.service_accounts.allows("default"));
+        assert!(
+            !policy.node_selectors.allows("zone"),
+            "empty allows nothing"
+        );
+        assert_eq!(policy.default_resources.limits["memory"], "256Mi");
+        let defaults = settings(&[]).unwrap();
+        assert!(defaults.notify.public_url.is_none());
+        assert!(defaults.notify.webhook_signing_key.is_none());
+    }
+
+    #[test]
     fn bad_values_name_the_variable_and_the_problem() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (
@@ -1130,6 +1160,18 @@ mod tests {
             (
                 &[("job_pod_annotations", "[1]")],
                 "PROCTOR_JOB_POD_ANNOTATIONS: expected a JSON object",
+            ),
+            (
+                &[("kube_default_resources", r#"{"requests": 1}"#)],
+                "PROCTOR_KUBE_DEFAULT_RESOURCES: expected JSON such as",
+            ),
+            (
+                &[("kube_default_resources", r#"{"limits": {"cpu": "lots"}}"#)],
+                "PROCTOR_KUBE_DEFAULT_RESOURCES: resources.limits.cpu: \"lots\" is not a quantity",
+            ),
+            (
+                &[("public_url", "proctor.example.com")],
+                "PROCTOR_PUBLIC_URL: expected an http(s) URL",
             ),
             (
                 &[("redis_address", "nonsense")],
