@@ -204,13 +204,16 @@ pub struct MailSettings {
 }
 
 /// Notifications beyond mail (webhooks, Slack, callbacks).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NotifySettings {
     /// The HMAC-SHA256 key of the `Proctor-Signature` header; `None`: sent unsigned.
     pub webhook_signing_key: Option<Sensitive<String>>,
     /// Where the web console is reached from outside (`https://proctor.example.com`),
     /// for links to runs; `None`: messages carry no link.
     pub public_url: Option<String>,
+    /// How long a pending delivery may go without progress (its replica died) before
+    /// another replica takes it over.
+    pub takeover: Duration,
 }
 
 /// Everything `proctord` is configured with.
@@ -603,6 +606,15 @@ impl Settings {
             raw.parse("schedule_misfire_grace_seconds", "a number of seconds")?,
         );
 
+        let takeover_seconds: u64 =
+            raw.parse("notification_takeover_seconds", "a number of seconds")?;
+        if takeover_seconds == 0 {
+            return Err(SettingsError::new(
+                "notification_takeover_seconds",
+                "must be at least 1",
+            ));
+        }
+
         if raw.optional("new_relic_app_name").is_some()
             || raw.optional("new_relic_licence_key").is_some()
         {
@@ -654,6 +666,7 @@ impl Settings {
             notify: NotifySettings {
                 webhook_signing_key: raw.optional("webhook_signing_key").map(Sensitive),
                 public_url: read_public_url(raw)?,
+                takeover: Duration::from_secs(takeover_seconds),
             },
             sentry_dsn: read_sentry_dsn(raw)?,
             warnings,

@@ -69,8 +69,12 @@ pub fn start(
         Supervisor::start(move |_| Mailer::new(&mail, schedules, logs))
     };
     let notifier = {
-        let (settings, deliveries) = (settings.notify.clone(), stores.notifications.clone());
-        Supervisor::start(move |_| Notifier::new(&settings, deliveries))
+        let (settings, deliveries, executions) = (
+            settings.notify.clone(),
+            stores.notifications.clone(),
+            stores.executions.clone(),
+        );
+        Supervisor::start(move |_| Notifier::new(&settings, deliveries, executions))
     };
     let watcher = {
         let (executions, logs, executor, fanout, tell, bus) = (

@@ -23,10 +23,12 @@ use tokio::sync::Semaphore;
 use crate::config::NotifySettings;
 use crate::model::notify::mask_url;
 use crate::model::{NotifyKind, Status};
-use crate::store::{Attempt, Execution, NotificationStore};
+use crate::store::{Attempt, Execution, ExecutionStore, NotificationStore};
 
 /// Requests being sent at once, across all deliveries.
 pub const MAX_IN_FLIGHT: usize = 32;
+/// Requests made for one delivery at most (the first and its retries).
+pub const MAX_ATTEMPTS: i32 = 6;
 /// The header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "Proctor-Signature";
 /// The header carrying the delivery's id (the same on every retry, for de-duplication).
@@ -46,10 +48,18 @@ pub struct Notifier {
     public_url: Option<String>,
     retry: ExponentialBuilder,
     permits: Arc<Semaphore>,
+    executions: ExecutionStore,
+    /// How long a pending delivery may go without progress before it is taken over.
+    takeover: Duration,
+    sweeping: bool,
 }
 
 impl Notifier {
-    pub fn new(settings: &NotifySettings, deliveries: NotificationStore) -> Self {
+    pub fn new(
+        settings: &NotifySettings,
+        deliveries: NotificationStore,
+        executions: ExecutionStore,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(5))
@@ -69,14 +79,24 @@ impl Notifier {
             retry: ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(500))
                 .with_max_delay(Duration::from_secs(30))
-                .with_max_times(5),
+                .with_max_times(MAX_ATTEMPTS as usize - 1),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            executions,
+            takeover: settings.takeover,
+            sweeping: false,
         }
     }
 }
 
 impl Actor for Notifier {
     type Context = Context<Self>;
+
+    /// Looks for deliveries to take over every quarter of the takeover time (at most
+    /// every 30 s).
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let every = (self.takeover / 4).clamp(Duration::from_millis(250), Duration::from_secs(30));
+        ctx.run_interval(every, |_, ctx| ctx.notify(Sweep));
+    }
 }
 
 impl Supervised for Notifier {
@@ -205,6 +225,8 @@ fn describe(e: reqwest::Error, url: &str) -> String {
 struct Delivery {
     kind: NotifyKind,
     url: String,
+    /// Its index in the execution's `notify`, -1 for `callback_url`.
+    index: i32,
     body: Vec<u8>,
 }
 
@@ -215,44 +237,150 @@ impl Handler<Deliver> for Notifier {
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
         let execution = msg.execution;
         let status = execution.status;
-        let mut targets: Vec<(NotifyKind, String)> = Vec::new();
         if let Some(url) = &execution.callback_url {
-            targets.push((NotifyKind::Callback, url.clone()));
+            self.spawn_delivery(&execution, NotifyKind::Callback, url.clone(), -1, None);
         }
-        targets.extend(
-            execution
-                .notify
-                .iter()
-                .filter(|t| t.on.matches(status))
-                .map(|t| (t.kind, t.url.clone())),
-        );
-        for (kind, url) in targets {
-            let body = body(kind, &execution, self.public_url.as_deref());
-            let delivery = Delivery {
-                kind,
-                url,
-                body: serde_json::to_vec(&body).expect("JSON serializes"),
-            };
-            let task = Sender {
-                http: self.http.clone(),
-                deliveries: self.deliveries.clone(),
-                signing_key: self.signing_key.clone(),
-                retry: self.retry,
-                permits: self.permits.clone(),
-            };
-            let (id, name, proc, user) = (
-                execution.id.clone(),
-                execution.name.clone(),
-                execution.proc_name.clone(),
-                execution.user_email.clone(),
-            );
-            let span = tracing::info_span!("notification", execution = %name, kind = kind.as_str(), target = %mask_url(&delivery.url));
-            actix::spawn(tracing::Instrument::instrument(
-                task.send(delivery, id, name, proc, user),
-                span,
-            ));
+        for (index, target) in execution.notify.iter().enumerate() {
+            if target.on.matches(status) {
+                self.spawn_delivery(
+                    &execution,
+                    target.kind,
+                    target.url.clone(),
+                    index as i32,
+                    None,
+                );
+            }
         }
     }
+}
+
+/// Resumes the pending deliveries nobody has moved on for `takeover` (another replica
+/// died or stopped while sending them).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Sweep;
+
+impl Handler<Sweep> for Notifier {
+    type Result = ();
+
+    fn handle(&mut self, _: Sweep, ctx: &mut Context<Self>) {
+        if self.sweeping {
+            return;
+        }
+        self.sweeping = true;
+        let (deliveries, executions) = (self.deliveries.clone(), self.executions.clone());
+        let cutoff = crate::store::now()
+            - chrono::TimeDelta::from_std(self.takeover).unwrap_or(chrono::TimeDelta::MAX);
+        let work = async move {
+            let claimed = deliveries.claim_stale(cutoff, 100).await?;
+            let mut found = Vec::new();
+            for (delivery, name) in claimed {
+                let execution = executions.get(&name).await?;
+                found.push((delivery, execution));
+            }
+            Ok::<_, crate::store::StoreError>(found)
+        };
+        ctx.spawn(
+            actix::fut::wrap_future(work).map(|found, act: &mut Self, _| {
+                act.sweeping = false;
+                match found {
+                    Ok(found) => {
+                        for (delivery, execution) in found {
+                            act.resume(delivery, execution);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot look for notifications to take over")
+                    }
+                }
+            }),
+        );
+    }
+}
+
+impl Notifier {
+    /// Sends one taken-over delivery on from where it stopped.
+    fn resume(&self, delivery: crate::store::Delivery, execution: Option<Execution>) {
+        let target = execution
+            .as_ref()
+            .and_then(|e| match delivery.target_index {
+                -1 => e
+                    .callback_url
+                    .clone()
+                    .map(|url| (NotifyKind::Callback, url)),
+                i => e.notify.get(i as usize).map(|t| (t.kind, t.url.clone())),
+            });
+        let (Some(execution), Some((kind, url))) = (execution, target) else {
+            let store = self.deliveries.clone();
+            actix::spawn(async move {
+                let _ = store
+                    .record(
+                        delivery.id,
+                        Attempt {
+                            attempts: delivery.attempts,
+                            status_code: delivery.last_status_code,
+                            error: Some("its execution or target is gone".into()),
+                            status: "failed",
+                        },
+                    )
+                    .await;
+            });
+            return;
+        };
+        tracing::info!(execution = %execution.name, delivery = delivery.id, attempts = delivery.attempts, "taking over a notification left pending");
+        self.spawn_delivery(
+            &execution,
+            kind,
+            url,
+            delivery.target_index,
+            Some((delivery.id, delivery.attempts)),
+        );
+    }
+
+    /// Sends `kind`'s body about `execution` to `url` in a task of its own; `resumed`:
+    /// the delivery log row and the attempts already made.
+    fn spawn_delivery(
+        &self,
+        execution: &Execution,
+        kind: NotifyKind,
+        url: String,
+        index: i32,
+        resumed: Option<(i64, i32)>,
+    ) {
+        let body = body(kind, execution, self.public_url.as_deref());
+        let delivery = Delivery {
+            kind,
+            url,
+            index,
+            body: serde_json::to_vec(&body).expect("JSON serializes"),
+        };
+        let task = Sender {
+            http: self.http.clone(),
+            deliveries: self.deliveries.clone(),
+            signing_key: self.signing_key.clone(),
+            retry: self.retry,
+            permits: self.permits.clone(),
+        };
+        let run = Run {
+            execution_id: execution.id.clone(),
+            execution: execution.name.clone(),
+            proc: execution.proc_name.clone(),
+            user: execution.user_email.clone(),
+        };
+        let span = tracing::info_span!("notification", execution = %run.execution, kind = kind.as_str(), target = %mask_url(&delivery.url));
+        actix::spawn(tracing::Instrument::instrument(
+            task.send(delivery, run, resumed),
+            span,
+        ));
+    }
+}
+
+/// Which run a delivery tells of.
+struct Run {
+    execution_id: String,
+    execution: String,
+    proc: String,
+    user: String,
 }
 
 /// What one delivery's task needs.
@@ -265,27 +393,37 @@ struct Sender {
 }
 
 impl Sender {
-    async fn send(
-        self,
-        delivery: Delivery,
-        execution_id: String,
-        execution: String,
-        proc: String,
-        user: String,
-    ) {
+    async fn send(self, delivery: Delivery, run: Run, resumed: Option<(i64, i32)>) {
+        let Run {
+            execution_id,
+            execution,
+            proc,
+            user,
+        } = run;
         let target = mask_url(&delivery.url);
         let kind = delivery.kind.as_str();
-        let log_id = match self.deliveries.start(&execution_id, kind, &target).await {
-            Ok(id) => Some(id),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record the notification in the delivery log; sending it anyway");
-                None
-            }
+        let (log_id, done) = match resumed {
+            Some((id, done)) => (Some(id), done),
+            None => match self
+                .deliveries
+                .start(&execution_id, kind, &target, delivery.index)
+                .await
+            {
+                Ok(id) => (Some(id), 0),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot record the notification in the delivery log; sending it anyway");
+                    (None, 0)
+                }
+            },
         };
+        // A taken-over delivery has the attempts left of its budget (at least one).
+        let retry = self
+            .retry
+            .with_max_times((MAX_ATTEMPTS - done).max(1) as usize - 1);
         let delivery_id = log_id
             .map(|id| id.to_string())
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let attempts = std::sync::atomic::AtomicI32::new(0);
+        let attempts = std::sync::atomic::AtomicI32::new(done);
         let post = || async {
             let _permit = self.permits.acquire().await.expect("never closed");
             let attempt = attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -335,7 +473,7 @@ impl Sender {
             outcome
         };
         let sent = post
-            .retry(self.retry)
+            .retry(retry)
             .when(|f: &Failure| f.retryable)
             .notify(|f, after| tracing::warn!(error = %f, ?after, "notification not delivered yet; retrying"))
             .await;

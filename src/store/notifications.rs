@@ -24,6 +24,9 @@ pub struct Delivery {
     pub status: String,
     /// Requests made so far.
     pub attempts: i32,
+    /// Its index in the execution's `notify`, or -1 for `callback_url`.
+    #[serde(skip)]
+    pub target_index: i32,
     /// The HTTP status of the last answer, if one came.
     pub last_status_code: Option<i32>,
     /// Why the last attempt failed, if it did (never the URL).
@@ -65,6 +68,7 @@ impl NotificationStore {
         execution_id: &str,
         kind: &str,
         masked_target: &str,
+        target_index: i32,
     ) -> Result<i64, StoreError> {
         let (execution_id, kind, target) = (
             execution_id.to_owned(),
@@ -81,6 +85,7 @@ impl NotificationStore {
                         deliveries::target.eq(&target),
                         deliveries::status.eq("pending"),
                         deliveries::attempts.eq(0),
+                        deliveries::target_index.eq(target_index),
                         deliveries::created_at.eq(now),
                         deliveries::updated_at.eq(now),
                     ))
@@ -108,6 +113,45 @@ impl NotificationStore {
                     ))
                     .execute(c))?;
                 Ok(())
+            })
+            .await
+    }
+
+    /// Takes over pending deliveries nobody has moved on since `cutoff` (their replica
+    /// died, or stopped mid-way), at most `limit`: each is claimed by one conditional
+    /// update, so only one replica resumes it. Returns them with their execution's name.
+    pub async fn claim_stale(
+        &self,
+        cutoff: NaiveDateTime,
+        limit: i64,
+    ) -> Result<Vec<(Delivery, String)>, StoreError> {
+        use super::schema::executions;
+        self.db
+            .run(move |conn| {
+                let now = super::now();
+                let stale: Vec<(Delivery, String)> = with_backend!(conn, |c| deliveries::table
+                    .inner_join(executions::table)
+                    .filter(deliveries::status.eq("pending"))
+                    .filter(deliveries::updated_at.lt(cutoff))
+                    .order(deliveries::id)
+                    .limit(limit)
+                    .select((Delivery::as_select(), executions::name))
+                    .load(c))?;
+                let mut claimed = Vec::new();
+                for (delivery, name) in stale {
+                    let won = with_backend!(conn, |c| diesel::update(
+                        deliveries::table
+                            .find(delivery.id)
+                            .filter(deliveries::status.eq("pending"))
+                            .filter(deliveries::updated_at.eq(delivery.updated_at))
+                    )
+                    .set(deliveries::updated_at.eq(now))
+                    .execute(c))?;
+                    if won == 1 {
+                        claimed.push((delivery, name));
+                    }
+                }
+                Ok(claimed)
             })
             .await
     }

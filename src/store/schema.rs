@@ -148,6 +148,7 @@ diesel::table! {
         target -> Text,
         status -> Text,
         attempts -> Integer,
+        target_index -> Integer,
         last_status_code -> Nullable<Integer>,
         last_error -> Nullable<Text>,
         created_at -> Timestamp,

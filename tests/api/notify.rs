@@ -508,3 +508,82 @@ async fn the_openapi_document_shows_the_notify_and_pod_fields() {
     }
     assert!(doc["paths"]["/api/v1/executions/{name}/notifications"]["get"].is_object());
 }
+
+#[actix_web::test]
+async fn a_delivery_left_pending_by_a_dead_replica_is_taken_over() {
+    for backend in backends() {
+        let app = spawn_app_with(
+            backend,
+            &[
+                ("webhook_signing_key", KEY),
+                ("notification_takeover_seconds", "1"),
+            ],
+        )
+        .await;
+        let receiver = Receiver::start(&[]).await;
+        // A run that ended on a replica which then died after two failed attempts.
+        let name = proctor::model::ExecutionName::parse("left-behind-aaaaaaaaaaaa").unwrap();
+        let hook = format!("{}/late?t=l4te-secret", receiver.base);
+        let target: proctor::model::NotifyTarget =
+            serde_json::from_value(json!({"kind": "webhook", "url": hook})).unwrap();
+        let execution = app
+            .stores
+            .executions
+            .insert(proctor::store::NewExecution {
+                name: name.clone(),
+                proc_name: "left".into(),
+                image: "alpine:3".into(),
+                args: Default::default(),
+                executor: "local".into(),
+                user_email: "admin@example.com".into(),
+                schedule_id: None,
+                callback_url: None,
+                notify: vec![target],
+            })
+            .await
+            .unwrap();
+        for status in [
+            proctor::model::Status::Running,
+            proctor::model::Status::Succeeded,
+        ] {
+            app.stores
+                .executions
+                .transition(name.as_str(), status, Default::default())
+                .await
+                .unwrap()
+                .expect("a forward step");
+        }
+        let id = app
+            .stores
+            .notifications
+            .start(&execution.id, "webhook", "masked", 0)
+            .await
+            .unwrap();
+        app.stores
+            .notifications
+            .record(
+                id,
+                proctor::store::Attempt {
+                    attempts: 2,
+                    status_code: Some(503),
+                    error: Some("the receiver answered 503".into()),
+                    status: "pending",
+                },
+            )
+            .await
+            .unwrap();
+
+        let got = receiver.wait_for("/late?t=l4te-secret", 1).await;
+        assert_eq!(got[0].delivery.as_deref(), Some(id.to_string().as_str()));
+        verify(got[0].signature.as_deref().unwrap(), &got[0].body);
+        assert_eq!(got[0].json()["name"], name.as_str());
+        let deliveries = app.settled_deliveries(name.as_str(), 1).await;
+        assert_eq!(deliveries[0]["status"], "delivered", "{backend:?}");
+        assert_eq!(
+            deliveries[0]["attempts"], 3,
+            "counted on from the dead replica's"
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(receiver.count("/late?t=l4te-secret"), 1, "taken over once");
+    }
+}
