@@ -358,16 +358,14 @@ fn is_quantity(text: &str) -> bool {
     let number_ok = !number.is_empty()
         && number.chars().filter(|c| *c == '.').count() <= 1
         && number.chars().any(|c| c.is_ascii_digit());
+    let exponent = |e: &str| {
+        let digits = e.trim_start_matches(['+', '-']);
+        !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit())
+    };
     let suffix_ok = matches!(
         suffix,
         "" | "m" | "k" | "M" | "G" | "T" | "P" | "E" | "Ki" | "Mi" | "Gi" | "Ti" | "Pi" | "Ei"
-    ) || (suffix.len() > 1
-        && matches!(&suffix[..1], "e" | "E")
-        && suffix[1..]
-            .trim_start_matches(['+', '-'])
-            .chars()
-            .all(|c| c.is_ascii_digit())
-        && suffix[1..].trim_start_matches(['+', '-']).len() > 0);
+    ) || suffix.strip_prefix(['e', 'E']).is_some_and(exponent);
     number_ok && suffix_ok && text.len() <= 64
 }
 
@@ -472,7 +470,9 @@ mod tests {
         for good in ["1", "250m", "0.5", "512Mi", "1G", "1e3", "2E+2"] {
             assert!(is_quantity(good), "{good}");
         }
-        for bad in ["", "m", "1.2.3", "12 Mi", "1X", "e3", "1e"] {
+        for bad in [
+            "", "m", "1.2.3", "12 Mi", "1X", "e3", "1e", "1é", "1e+", "1e-é",
+        ] {
             assert!(!is_quantity(bad), "{bad}");
         }
     }
