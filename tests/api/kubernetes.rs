@@ -509,3 +509,28 @@ async fn pod_options_outside_the_allowlist_are_refused_at_registration() {
     let missing = app.describe("greedy", &app.admin).await;
     assert_eq!(missing.status().as_u16(), 404, "nothing was stored");
 }
+
+#[actix_web::test]
+async fn a_run_whose_pod_options_are_no_longer_allowed_ends_creation_failed() {
+    let fake = FakeKube::start();
+    let before = spawn_on(&fake, Backend::Embedded, POD_POLICY).await;
+    register(
+        &before,
+        "narrowed",
+        "registry.example/narrowed:1",
+        json!({"pod": {"serviceAccountName": "reporter"}}),
+    )
+    .await;
+    // The same database, served after the operator emptied the allowlist.
+    let data_dir = before.data_dir.to_string_lossy().into_owned();
+    let after = spawn_on(&fake, Backend::Embedded, &[("data_dir", &data_dir)]).await;
+    let name = after.run("narrowed", json!({"NAME": "Ada"})).await;
+    let execution = after.wait_until_final(&name, WAIT).await;
+    assert_eq!(execution["status"], "CREATION_FAILED", "{execution}");
+    let reason = execution["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("service account \"reporter\" is not allowed"),
+        "{reason}"
+    );
+    assert!(fake.job("default", &name).is_none(), "no Job was created");
+}
