@@ -8,7 +8,7 @@
 //! As the Mailer: sending happens off the actor's turn, one task per delivery with at
 //! most [`MAX_IN_FLIGHT`] requests at once, so a slow or dead receiver delays nothing
 //! else. A URL is never logged nor stored in the delivery log in full (a Slack URL is a
-//! credential). A delivery left pending by a replica that died is taken over ([`Sweep`]).
+//! credential). A delivery left pending by a replica that died is taken over (`Sweep`).
 //! `message.rs` says what is sent, `send.rs` how one delivery goes.
 
 use std::sync::Arc;
