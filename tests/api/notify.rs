@@ -183,10 +183,10 @@ impl TestApp {
 }
 
 #[actix_web::test]
-async fn a_webhook_is_signed_retried_after_a_500_delivered_and_logged() {
+async fn a_webhook_is_signed_retried_after_a_500_and_a_429_delivered_and_logged() {
     for backend in backends() {
         let app = spawn(backend).await;
-        let receiver = Receiver::start(&[500]).await;
+        let receiver = Receiver::start(&[500, 429]).await;
         register_script(&app, "notify-me", "echo done", &[], json!({})).await;
         let hook = format!("{}/hook?token=s3cret-in-the-url", receiver.base);
         let name = app
@@ -200,16 +200,16 @@ async fn a_webhook_is_signed_retried_after_a_500_delivered_and_logged() {
             .await;
         app.wait_for_status(&name, "SUCCEEDED", WAIT).await;
 
-        let got = receiver.wait_for("/hook?token=s3cret-in-the-url", 2).await;
-        assert_eq!(got.len(), 2, "{backend:?}: one 500, then delivered");
-        assert_eq!(
-            got[0].delivery, got[1].delivery,
+        let got = receiver.wait_for("/hook?token=s3cret-in-the-url", 3).await;
+        assert_eq!(got.len(), 3, "{backend:?}: a 500, a 429, then delivered");
+        assert!(
+            got.iter().all(|r| r.delivery == got[0].delivery),
             "a retry carries the same delivery id"
         );
         for request in &got {
             verify(request.signature.as_deref().expect("signed"), &request.body);
         }
-        let body = got[1].json();
+        let body = got[2].json();
         assert_eq!(body["event"], "execution.finished");
         assert_eq!(body["name"], name);
         assert_eq!(body["proc_name"], "notify-me");
@@ -225,7 +225,7 @@ async fn a_webhook_is_signed_retried_after_a_500_delivered_and_logged() {
         let delivery = &deliveries[0];
         assert_eq!(delivery["kind"], "webhook");
         assert_eq!(delivery["status"], "delivered");
-        assert_eq!(delivery["attempts"], 2);
+        assert_eq!(delivery["attempts"], 3);
         assert_eq!(delivery["last_status_code"], 200);
         assert!(delivery["delivered_at"].is_string());
         assert_eq!(delivery["target"], format!("{}/…", receiver.base));
