@@ -126,6 +126,7 @@ impl Application {
             console_session: settings.console_session,
             brake: api::brake::Brake::new(settings.bad_credentials_per_minute),
             trust_forwarded_for: settings.trust_forwarded_for,
+            pod_policy: settings.kube.pod_policy.clone(),
         });
         let max_request_bytes = settings.max_request_bytes;
         let server = HttpServer::new(move || {

@@ -188,6 +188,9 @@ pub struct KubeSettings {
     pub basic_auth_encoded: Option<Sensitive<String>>,
     pub pod_list_wait_time: Duration,
     pub job_pod_annotations: BTreeMap<String, String>,
+    /// Default resources and what procs may ask of their pods (PROCTOR_KUBE_DEFAULT_RESOURCES,
+    /// PROCTOR_KUBE_ALLOWED_*).
+    pub pod_policy: crate::model::PodPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +201,19 @@ pub struct MailSettings {
     pub password: Option<Sensitive<String>>,
     pub server_host: Option<String>,
     pub server_port: u16,
+}
+
+/// Notifications beyond mail (webhooks, Slack, callbacks).
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    /// The HMAC-SHA256 key of the `Proctor-Signature` header; `None`: sent unsigned.
+    pub webhook_signing_key: Option<Sensitive<String>>,
+    /// Where the web console is reached from outside (`https://proctor.example.com`),
+    /// for links to runs; `None`: messages carry no link.
+    pub public_url: Option<String>,
+    /// How long a pending delivery may go without progress (its replica died) before
+    /// another replica takes it over.
+    pub takeover: Duration,
 }
 
 /// Everything `proctord` is configured with.
@@ -244,6 +260,7 @@ pub struct Settings {
     /// How old a fire missed while no replica ran may be and still run once at start-up.
     pub schedule_misfire_grace: Duration,
     pub mail: MailSettings,
+    pub notify: NotifySettings,
     pub sentry_dsn: Option<Sensitive<String>>,
     /// Things worth a warning once logging is up (deprecated or unknown variables).
     pub warnings: Vec<String>,
@@ -479,6 +496,7 @@ impl Settings {
                 raw.parse("kube_pod_list_wait_time", "a number of seconds")?,
             ),
             job_pod_annotations: read_annotations(raw)?,
+            pod_policy: read_pod_policy(raw)?,
         };
         if kube.namespace.is_empty() {
             return Err(SettingsError::new("default_namespace", "must not be empty"));
@@ -588,6 +606,15 @@ impl Settings {
             raw.parse("schedule_misfire_grace_seconds", "a number of seconds")?,
         );
 
+        let takeover_seconds: u64 =
+            raw.parse("notification_takeover_seconds", "a number of seconds")?;
+        if takeover_seconds == 0 {
+            return Err(SettingsError::new(
+                "notification_takeover_seconds",
+                "must be at least 1",
+            ));
+        }
+
         if raw.optional("new_relic_app_name").is_some()
             || raw.optional("new_relic_licence_key").is_some()
         {
@@ -636,6 +663,11 @@ impl Settings {
             schedule_sync_interval,
             schedule_misfire_grace,
             mail,
+            notify: NotifySettings {
+                webhook_signing_key: raw.optional("webhook_signing_key").map(Sensitive),
+                public_url: read_public_url(raw)?,
+                takeover: Duration::from_secs(takeover_seconds),
+            },
             sentry_dsn: read_sentry_dsn(raw)?,
             warnings,
         })
@@ -1003,6 +1035,22 @@ pub fn parse_secrets_key(text: &str) -> Result<[u8; 32], String> {
     })
 }
 
+/// PROCTOR_PUBLIC_URL: an http(s) URL, kept without a trailing `/`.
+fn read_public_url(raw: &Raw) -> Result<Option<String>, SettingsError> {
+    let Some(text) = raw.optional("public_url") else {
+        return Ok(None);
+    };
+    match url::Url::parse(&text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(Some(text.trim_end_matches('/').to_owned()))
+        }
+        _ => Err(SettingsError::new(
+            "public_url",
+            format!("expected an http(s) URL such as https://proctor.example.com, got {text:?}"),
+        )),
+    }
+}
+
 fn read_sentry_dsn(raw: &Raw) -> Result<Option<Sensitive<String>>, SettingsError> {
     let Some(dsn) = raw.optional("sentry_dsn") else {
         return Ok(None);
@@ -1015,6 +1063,35 @@ fn read_sentry_dsn(raw: &Raw) -> Result<Option<Sensitive<String>>, SettingsError
         )
     })?;
     Ok(Some(Sensitive(dsn)))
+}
+
+/// PROCTOR_KUBE_DEFAULT_RESOURCES (JSON) and the PROCTOR_KUBE_ALLOWED_* lists.
+fn read_pod_policy(raw: &Raw) -> Result<crate::model::PodPolicy, SettingsError> {
+    use crate::model::pod::{Allowed, Resources};
+    let text = raw.get("kube_default_resources");
+    let default_resources: Resources = if text.is_empty() {
+        Resources::default()
+    } else {
+        serde_json::from_str(&text).map_err(|e| {
+            SettingsError::new(
+                "kube_default_resources",
+                format!(
+                    "expected JSON such as {{\"requests\": {{\"cpu\": \"100m\"}}, \"limits\": {{\"memory\": \"256Mi\"}}}}: {e}"
+                ),
+            )
+        })?
+    };
+    if let Some(problem) = default_resources.problems("resources").into_iter().next() {
+        return Err(SettingsError::new("kube_default_resources", problem));
+    }
+    Ok(crate::model::PodPolicy {
+        default_resources,
+        service_accounts: Allowed::parse(&raw.get("kube_allowed_service_accounts")),
+        image_pull_secrets: Allowed::parse(&raw.get("kube_allowed_image_pull_secrets")),
+        node_selectors: Allowed::parse(&raw.get("kube_allowed_node_selectors")),
+        tolerations: Allowed::parse(&raw.get("kube_allowed_tolerations")),
+        labels: Allowed::parse(&raw.get("kube_allowed_labels")),
+    })
 }
 
 fn read_annotations(raw: &Raw) -> Result<BTreeMap<String, String>, SettingsError> {
@@ -1051,6 +1128,36 @@ mod tests {
     }
 
     #[test]
+    fn notification_and_pod_policy_settings_are_read() {
+        let s = settings(&[
+            ("public_url", "https://proctor.example.com/"),
+            ("webhook_signing_key", "k3y"),
+            ("kube_allowed_service_accounts", "reporter, backup"),
+            (
+                "kube_default_resources",
+                r#"{"limits": {"memory": "256Mi"}}"#,
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.notify.public_url.as_deref(),
+            Some("https://proctor.example.com")
+        );
+        assert_eq!(s.notify.webhook_signing_key.unwrap().expose(), "k3y");
+        let policy = s.kube.pod_policy;
+        assert!(policy.service_accounts.allows("backup"));
+        assert!(!policy.service_accounts.allows("default"));
+        assert!(
+            !policy.node_selectors.allows("zone"),
+            "empty allows nothing"
+        );
+        assert_eq!(policy.default_resources.limits["memory"], "256Mi");
+        let defaults = settings(&[]).unwrap();
+        assert!(defaults.notify.public_url.is_none());
+        assert!(defaults.notify.webhook_signing_key.is_none());
+    }
+
+    #[test]
     fn bad_values_name_the_variable_and_the_problem() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (
@@ -1066,6 +1173,18 @@ mod tests {
             (
                 &[("job_pod_annotations", "[1]")],
                 "PROCTOR_JOB_POD_ANNOTATIONS: expected a JSON object",
+            ),
+            (
+                &[("kube_default_resources", r#"{"requests": 1}"#)],
+                "PROCTOR_KUBE_DEFAULT_RESOURCES: expected JSON such as",
+            ),
+            (
+                &[("kube_default_resources", r#"{"limits": {"cpu": "lots"}}"#)],
+                "PROCTOR_KUBE_DEFAULT_RESOURCES: resources.limits.cpu: \"lots\" is not a quantity",
+            ),
+            (
+                &[("public_url", "proctor.example.com")],
+                "PROCTOR_PUBLIC_URL: expected an http(s) URL",
             ),
             (
                 &[("redis_address", "nonsense")],

@@ -107,6 +107,7 @@ pub mod names {
     pub const LOG_LINES: &str = "proctor_log_lines_total";
     pub const SCHEDULE_FIRES: &str = "proctor_schedule_fires_total";
     pub const MAILS: &str = "proctor_mails_total";
+    pub const NOTIFICATIONS: &str = "proctor_notifications_total";
     pub const HTTP_REQUESTS: &str = "proctor_http_requests_total";
     pub const DB_POOL_CONNECTIONS: &str = "proctor_db_pool_connections";
     pub const LEASE_BEAT: &str = "proctor_lease_beat_seconds";
@@ -153,6 +154,10 @@ fn describe_metrics() {
         "Schedule fires, by outcome (dispatched, backfilled, skipped, failed, claimed_elsewhere)"
     );
     describe_counter!(MAILS, "Notification mails, by result (sent, failed)");
+    describe_counter!(
+        NOTIFICATIONS,
+        "Webhook, Slack and callback notifications, by kind and result (delivered, failed)"
+    );
     describe_counter!(HTTP_REQUESTS, "HTTP requests, by method, route and status");
     describe_counter!(
         REFUSED_CREDENTIALS,

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod dispatcher;
 pub mod log_fanout;
 pub mod mailer;
+pub mod notifier;
 pub mod ticker;
 pub mod watcher;
 
@@ -20,6 +21,7 @@ pub use cluster::Cluster;
 pub use dispatcher::{Cancel, DispatchError, Dispatcher, Execute, Promote, RunDefaults};
 pub use log_fanout::LogFanout;
 pub use mailer::Mailer;
+pub use notifier::Notifier;
 pub use ticker::Ticker;
 pub use watcher::Watcher;
 
@@ -30,6 +32,7 @@ pub struct Actors {
     pub watcher: Addr<Watcher>,
     pub fanout: Addr<LogFanout>,
     pub mailer: Addr<Mailer>,
+    pub notifier: Addr<Notifier>,
     pub cluster: Addr<Cluster>,
     /// `None` on a replica with PROCTOR_SCHEDULER=off.
     pub ticker: Option<Addr<Ticker>>,
@@ -65,16 +68,24 @@ pub fn start(
         let mail = settings.mail.clone();
         Supervisor::start(move |_| Mailer::new(&mail, schedules, logs))
     };
+    let notifier = {
+        let (settings, deliveries, executions) = (
+            settings.notify.clone(),
+            stores.notifications.clone(),
+            stores.executions.clone(),
+        );
+        Supervisor::start(move |_| Notifier::new(&settings, deliveries, executions))
+    };
     let watcher = {
-        let (executions, logs, executor, fanout, mailer, bus) = (
+        let (executions, logs, executor, fanout, tell, bus) = (
             stores.executions.clone(),
             stores.logs.clone(),
             executor.clone(),
             fanout.clone(),
-            mailer.clone(),
+            (mailer.clone(), notifier.clone()),
             stores.bus.clone(),
         );
-        Supervisor::start(move |_| Watcher::new(executions, logs, executor, fanout, mailer, bus))
+        Supervisor::start(move |_| Watcher::new(executions, logs, executor, fanout, tell, bus))
     };
     let dispatcher = {
         let (executions, procs, secrets, leases, bus, watcher, fanout, executor) = (
@@ -171,6 +182,7 @@ pub fn start(
         watcher,
         fanout,
         mailer,
+        notifier,
         cluster,
         ticker,
     }

@@ -505,6 +505,7 @@ async fn run_fire(
             args: schedule.args.clone(),
             user_email: user,
             callback_url: None,
+            notify: schedule.notify.clone(),
             schedule_id: Some(schedule.id.clone()),
         };
         match parts.dispatcher.send(execute).await {

@@ -1,16 +1,15 @@
 //! The Watcher applies what happens to executions — the executor's events and the
 //! Dispatcher's own verdicts — to the store, forward only, and announces each final
 //! status once it is written: to the LogFanout (ending the stream), to the other
-//! replicas (their log sessions end too) and to the execution's callback URL. It also
+//! replicas (their log sessions end too), to the Notifier (callback URL, webhooks,
+//! Slack) and, for a scheduled run, to the Mailer. It also
 //! takes over the runs this replica claims from others ([`Adopt`]).
 
-use std::time::Duration;
-
 use actix::prelude::*;
-use backon::{ExponentialBuilder, Retryable as _};
 
 use super::log_fanout::{Drain, Finished, LogFanout, Open, UpstreamGone};
 use super::mailer::{Mailer, Notify};
+use super::notifier::{Deliver, Notifier};
 use crate::executor::{Adoption, Executor, RunEvent};
 use crate::model::{ExecutionName, Status};
 use crate::store::{
@@ -120,8 +119,8 @@ pub struct Watcher {
     executor: std::sync::Arc<dyn Executor>,
     fanout: Addr<LogFanout>,
     mailer: Addr<Mailer>,
+    notifier: Addr<Notifier>,
     bus: Bus,
-    http: reqwest::Client,
 }
 
 impl Watcher {
@@ -130,21 +129,17 @@ impl Watcher {
         logs: LogStore,
         executor: std::sync::Arc<dyn Executor>,
         fanout: Addr<LogFanout>,
-        mailer: Addr<Mailer>,
+        (mailer, notifier): (Addr<Mailer>, Addr<Notifier>),
         bus: Bus,
     ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .expect("a client with a timeout builds");
         Self {
             executions,
             logs,
             executor,
             fanout,
             mailer,
+            notifier,
             bus,
-            http,
         }
     }
 }
@@ -180,8 +175,8 @@ struct Announcer {
     executions: ExecutionStore,
     fanout: Addr<LogFanout>,
     mailer: Addr<Mailer>,
+    notifier: Addr<Notifier>,
     bus: Bus,
-    http: reqwest::Client,
 }
 
 impl Watcher {
@@ -190,8 +185,8 @@ impl Watcher {
             executions: self.executions.clone(),
             fanout: self.fanout.clone(),
             mailer: self.mailer.clone(),
+            notifier: self.notifier.clone(),
             bus: self.bus.clone(),
-            http: self.http.clone(),
         }
     }
 }
@@ -226,8 +221,10 @@ async fn apply(to: Announcer, msg: Apply) -> Result<Option<Execution>, StoreErro
                 execution: msg.execution.to_string(),
                 status,
             });
-            if let Some(url) = execution.callback_url.clone() {
-                actix::spawn(call_back(to.http, url, msg.execution.clone(), status));
+            if execution.callback_url.is_some() || !execution.notify.is_empty() {
+                to.notifier.do_send(Deliver {
+                    execution: execution.clone(),
+                });
             }
             if execution.schedule_id.is_some() {
                 to.mailer.do_send(Notify {
@@ -271,29 +268,6 @@ fn record_metrics(execution: &Execution) {
         let started = execution.started_at.unwrap_or(execution.created_at);
         let seconds = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
         metrics::histogram!(names::EXECUTION_DURATION, &labels).record(seconds);
-    }
-}
-
-/// POSTs `{"name", "status"}` to the callback URL, retrying with backoff.
-async fn call_back(http: reqwest::Client, url: String, execution: ExecutionName, status: Status) {
-    let body = serde_json::json!({"name": execution, "status": status});
-    let post = || async {
-        http.post(&url)
-            .json(&body)
-            .send()
-            .await?
-            .error_for_status()
-            .map(drop)
-    };
-    let retry = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(10))
-        .with_max_times(5);
-    match post.retry(retry).await {
-        Ok(()) => tracing::info!(%execution, "callback delivered"),
-        Err(e) => {
-            tracing::warn!(%execution, error = %e.without_url(), "callback failed after retries")
-        }
     }
 }
 

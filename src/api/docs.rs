@@ -34,6 +34,7 @@ use super::{
         executions::list,
         executions::describe,
         executions::stored_logs,
+        executions::notifications,
         executions::cancel,
         schedules::create,
         schedules::list,

@@ -15,7 +15,7 @@ use super::procs::find_usable;
 use crate::actors::{Cancel, DispatchError, Execute};
 use crate::error::{ApiError, ErrorKind};
 use crate::error::{ClientErrors, ErrorBody};
-use crate::model::{ExecutionName, ProcMetadata, Status};
+use crate::model::{ExecutionName, NotifyTarget, ProcMetadata, Status};
 use crate::store::{Execution, ExecutionFilter};
 
 const MAX_ARG_BYTES: usize = 32 * 1024;
@@ -45,8 +45,13 @@ pub struct ExecuteRequest {
     pub name: String,
     #[serde(default)]
     pub args: Option<BTreeMap<String, String>>,
+    /// The original's: POSTed `{"name", "status"}` once the run has ended.
     #[serde(default)]
     pub callback_url: Option<String>,
+    /// Where to tell how the run ended: webhooks and Slack incoming webhooks (at most
+    /// 10), each on `success`, `failure` or `always` (the default).
+    #[serde(default)]
+    pub notify: Option<Vec<NotifyTarget>>,
 }
 
 impl From<DispatchError> for ApiError {
@@ -108,14 +113,11 @@ pub fn check_args(proc: &ProcMetadata, given: &BTreeMap<String, String>) -> Resu
     Ok(())
 }
 
-fn check_callback(url: &str) -> Result<(), ApiError> {
-    match reqwest::Url::parse(url) {
-        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() => Ok(()),
-        _ => Err(ApiError::bad_request(format!(
-            "callback_url {:?} is not an http(s) URL",
-            crate::model::ids::truncate(url, 100)
-        ))),
-    }
+/// A `notify` list as given (absent: none): 400 naming the bad target.
+pub fn check_notify(notify: Option<Vec<NotifyTarget>>) -> Result<Vec<NotifyTarget>, ApiError> {
+    let notify = notify.unwrap_or_default();
+    crate::model::notify::check_targets(&notify).map_err(ApiError::bad_request)?;
+    Ok(notify)
 }
 
 /// `POST /jobs/execute`: 201 `{"name": "<execution name>", "status": ...}`.
@@ -141,8 +143,9 @@ pub async fn execute(
     let args = request.args.unwrap_or_default();
     check_args(&proc, &args)?;
     if let Some(url) = &request.callback_url {
-        check_callback(url)?;
+        crate::model::notify::check_url("callback_url", url).map_err(ApiError::bad_request)?;
     }
+    let notify = check_notify(request.notify)?;
     let execution = state
         .actors
         .dispatcher
@@ -151,6 +154,7 @@ pub async fn execute(
             args,
             user_email: caller.email.clone(),
             callback_url: request.callback_url,
+            notify,
             schedule_id: None,
         })
         .await
@@ -306,6 +310,29 @@ pub async fn describe(
     let mut execution = find_visible(&state, &caller, &name).await?;
     execution.queue_position = state.stores.executions.queue_position(&execution).await?;
     Ok(HttpResponse::Ok().json(execution))
+}
+
+/// `GET /api/v1/executions/{name}/notifications`: the delivery log of the run's
+/// callback, webhook and Slack notifications (targets masked), oldest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/executions/{name}/notifications",
+    tag = "executions",
+    params(("name" = String, Path, description = "execution name")),
+    responses(
+        (status = 200, body = Vec<crate::store::Delivery>),
+        ClientErrors
+    ),
+    security(("email" = [], "token" = []))
+)]
+pub async fn notifications(
+    state: web::Data<ApiState>,
+    caller: Caller,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let execution = find_visible(&state, &caller, &name).await?;
+    let deliveries = state.stores.notifications.list(&execution.id).await?;
+    Ok(HttpResponse::Ok().json(deliveries))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

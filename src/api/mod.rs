@@ -36,6 +36,8 @@ pub struct ApiState {
     pub brake: brake::Brake,
     /// Whether the client's address is read from `Forwarded` / `X-Forwarded-For`.
     pub trust_forwarded_for: bool,
+    /// What procs may ask of their Kubernetes pods, checked at registration.
+    pub pod_policy: crate::model::PodPolicy,
 }
 
 /// Every route of the API, in one table.
@@ -116,6 +118,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .service(
                     resource("/executions/{name}/logs")
                         .route(web::get().to(executions::stored_logs)),
+                )
+                .service(
+                    resource("/executions/{name}/notifications")
+                        .route(web::get().to(executions::notifications)),
                 )
                 .service(
                     resource("/executions/{name}/cancel").route(web::post().to(executions::cancel)),

@@ -8,7 +8,7 @@ use super::ApiState;
 use super::auth::Caller;
 use crate::error::ApiError;
 use crate::error::{ClientErrors, ErrorBody};
-use crate::model::{ProcMetadata, ProcName};
+use crate::model::{PodPolicy, ProcMetadata, ProcName};
 use crate::store::NewEvent;
 
 /// The most procs one request may register.
@@ -20,7 +20,8 @@ pub fn parse_name(name: &str) -> Result<ProcName, ApiError> {
 }
 
 /// Reads one proc from JSON; `at` says where it was in the request.
-fn parse_proc(value: Value, at: &str) -> Result<ProcMetadata, ApiError> {
+/// Its pod options are checked against the operator's allowlists.
+fn parse_proc(value: Value, at: &str, policy: &PodPolicy) -> Result<ProcMetadata, ApiError> {
     // serde's message for a bad number does not name the field.
     if let Some(max) = value.get("max_concurrent_runs")
         && !max.is_null()
@@ -33,7 +34,10 @@ fn parse_proc(value: Value, at: &str) -> Result<ProcMetadata, ApiError> {
     }
     let proc: ProcMetadata = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("{at}invalid proc metadata: {e}")))?;
-    let problems = proc.problems();
+    let mut problems = proc.problems();
+    if let Some(pod) = &proc.pod {
+        problems.extend(policy.problems(pod));
+    }
     if !problems.is_empty() {
         return Err(ApiError::bad_request(format!(
             "{at}proc {} is invalid: {}",
@@ -92,11 +96,11 @@ pub async fn register(
             let procs = items
                 .into_iter()
                 .enumerate()
-                .map(|(i, item)| parse_proc(item, &format!("procs[{i}]: ")))
+                .map(|(i, item)| parse_proc(item, &format!("procs[{i}]: "), &state.pod_policy))
                 .collect::<Result<Vec<_>, _>>()?;
             (procs, true)
         }
-        value @ Value::Object(_) => (vec![parse_proc(value, "")?], false),
+        value @ Value::Object(_) => (vec![parse_proc(value, "", &state.pod_policy)?], false),
         _ => {
             return Err(ApiError::bad_request(
                 "expected a proc's metadata as a JSON object, or an array of them",

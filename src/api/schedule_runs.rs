@@ -74,6 +74,7 @@ pub async fn run_now(
             args: schedule.args.clone(),
             user_email: caller.email.clone(),
             callback_url: None,
+            notify: schedule.notify.clone(),
             schedule_id: Some(schedule.id.clone()),
         })
         .await

@@ -41,6 +41,9 @@ pub struct ScheduleRequest {
     #[serde(default)]
     #[schema(example = "Replace")]
     pub concurrency_policy: Option<String>,
+    /// Where each run's end is told (webhooks, Slack), as on `POST /jobs/execute`.
+    #[serde(default)]
+    pub notify: Option<Vec<crate::model::NotifyTarget>>,
 }
 
 /// A comma-separated list, trimmed, without empty items.
@@ -117,6 +120,7 @@ pub async fn create(
         return Err(ApiError::bad_request("group_name is required"));
     }
     let time_zone = parse_zone(request.time_zone.as_deref())?;
+    let notify = super::executions::check_notify(request.notify)?;
     let policy: ConcurrencyPolicy = request
         .concurrency_policy
         .as_deref()
@@ -139,6 +143,7 @@ pub async fn create(
             group_name: group.to_owned(),
             user_email: caller.email.clone(),
             concurrency_policy: policy.as_str().to_owned(),
+            notify,
         })
         .await?
         .ok_or_else(|| {
@@ -167,6 +172,7 @@ pub async fn create(
             "tags": created.tags,
             "notification_emails": created.notification_emails,
             "concurrency_policy": created.concurrency_policy,
+            "notify": created.notify.iter().map(crate::model::NotifyTarget::masked).collect::<Vec<_>>(),
         }),
     )
     .await;

@@ -37,6 +37,8 @@ pub struct RunSpec {
     pub deadline: Duration,
     /// How many times a failed attempt is tried again.
     pub retries: u32,
+    /// The proc's pod options (the Kubernetes executor's; the local one ignores them).
+    pub pod: Option<crate::model::PodOptions>,
 }
 
 /// What happened to a run. Facts, in the order they happened for one execution.

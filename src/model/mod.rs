@@ -2,10 +2,14 @@
 
 pub mod execution;
 pub mod ids;
+pub mod notify;
+pub mod pod;
 pub mod proc;
 pub mod schedule;
 
 pub use execution::{ExecutionName, Resume, Status};
 pub use ids::{Email, EnvName, ProcName};
+pub use notify::{NotifyKind, NotifyOn, NotifyTarget};
+pub use pod::{PodOptions, PodPolicy};
 pub use proc::{EnvVar, EnvVars, ProcMetadata};
 pub use schedule::{ConcurrencyPolicy, CronSpec};

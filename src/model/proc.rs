@@ -53,6 +53,10 @@ pub struct ProcMetadata {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 1000)]
     pub max_concurrent_runs: Option<u32>,
+    /// Kubernetes pod options of its runs (resources, nodeSelector, tolerations,
+    /// serviceAccountName, imagePullSecrets, labels), within the operator's allowlists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<super::pod::PodOptions>,
 }
 
 /// The largest `max_concurrent_runs` a proc may declare.

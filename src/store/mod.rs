@@ -31,6 +31,7 @@ pub mod crypto;
 pub mod executions;
 pub mod leases;
 pub mod logs;
+pub mod notifications;
 pub mod procs;
 pub mod redis;
 pub mod schedules;
@@ -46,6 +47,7 @@ pub use self::executions::{
 };
 pub use self::leases::{Claimed, LeaseStore, Ownership};
 pub use self::logs::{LogStore, Resume, StoredLine};
+pub use self::notifications::{Attempt, Delivery, NotificationStore};
 pub use self::procs::ProcStore;
 pub use self::redis::Redis;
 pub use self::schedules::{Fire, NewSchedule, Schedule, ScheduleStore};
@@ -425,6 +427,8 @@ pub struct Stores {
     pub executions: ExecutionStore,
     pub logs: LogStore,
     pub schedules: ScheduleStore,
+    /// The delivery log of notifications (webhooks, Slack, callbacks).
+    pub notifications: NotificationStore,
     /// This replica's leases on the executions it follows.
     pub leases: LeaseStore,
     /// Announcements between replicas.
@@ -481,6 +485,7 @@ impl Stores {
             None => Bus::local(),
         };
         let schedules = ScheduleStore::new(db.clone());
+        let notifications = NotificationStore::new(db.clone());
         Ok((
             Self {
                 db,
@@ -492,6 +497,7 @@ impl Stores {
                 executions,
                 logs,
                 schedules,
+                notifications,
                 leases,
                 bus,
             },

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use serde::Serialize;
 
-use crate::model::Status;
+use crate::model::{NotifyTarget, Status};
 
 use super::schema::{executions, schedule_fires, schedules};
 use super::{Db, StoreError};
@@ -30,6 +30,7 @@ struct Row {
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     concurrency_policy: String,
+    notify: String,
 }
 
 /// A stored schedule, in the original's JSON shape (`name`, `time`, comma-separated
@@ -49,6 +50,9 @@ pub struct Schedule {
     pub user_email: String,
     pub enabled: bool,
     pub concurrency_policy: String,
+    /// Where each run's end is told (webhooks, Slack), URLs masked.
+    #[serde(serialize_with = "crate::model::notify::serialize_masked")]
+    pub notify: Vec<NotifyTarget>,
     #[serde(serialize_with = "super::executions::serialize_utc")]
     pub created_at: NaiveDateTime,
     #[serde(serialize_with = "super::executions::serialize_utc")]
@@ -72,6 +76,8 @@ impl TryFrom<Row> for Schedule {
     fn try_from(row: Row) -> Result<Self, StoreError> {
         let args = serde_json::from_str(&row.args)
             .map_err(|e| StoreError::Corrupt(format!("schedule {}: args: {e}", row.id)))?;
+        let notify = serde_json::from_str(&row.notify)
+            .map_err(|e| StoreError::Corrupt(format!("schedule {}: notify: {e}", row.id)))?;
         Ok(Schedule {
             id: row.id,
             proc_name: row.proc_name,
@@ -84,6 +90,7 @@ impl TryFrom<Row> for Schedule {
             user_email: row.user_email,
             enabled: row.enabled,
             concurrency_policy: row.concurrency_policy,
+            notify,
             created_at: row.created_at,
             updated_at: row.updated_at,
         })
@@ -102,6 +109,7 @@ pub struct NewSchedule {
     pub group_name: String,
     pub user_email: String,
     pub concurrency_policy: String,
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// One fire of a schedule, as recorded.
@@ -159,6 +167,7 @@ impl ScheduleStore {
                     created_at: now,
                     updated_at: now,
                     concurrency_policy: new.concurrency_policy,
+                    notify: serde_json::to_string(&new.notify).expect("targets serialize"),
                 };
                 let inserted = with_backend!(conn, |c| diesel::insert_into(schedules::table)
                     .values((
@@ -175,6 +184,7 @@ impl ScheduleStore {
                         schedules::created_at.eq(now),
                         schedules::updated_at.eq(now),
                         schedules::concurrency_policy.eq(&row.concurrency_policy),
+                        schedules::notify.eq(&row.notify),
                     ))
                     .execute(c));
                 match inserted {

@@ -60,6 +60,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         concurrency_policy -> Text,
+        notify -> Text,
     }
 }
 
@@ -84,6 +85,7 @@ diesel::table! {
         attempts -> Integer,
         owner -> Nullable<Text>,
         lease_expires_at -> Nullable<Timestamp>,
+        notify -> Text,
     }
 }
 
@@ -138,7 +140,27 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    notification_deliveries (id) {
+        id -> BigInt,
+        execution_id -> Text,
+        kind -> Text,
+        target -> Text,
+        status -> Text,
+        attempts -> Integer,
+        target_index -> Integer,
+        last_status_code -> Nullable<Integer>,
+        last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(notification_deliveries -> executions (execution_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
+    notification_deliveries,
     audit_events,
     console_sessions,
     users,

@@ -267,6 +267,7 @@ async fn a_restart_reattaches_to_running_jobs_and_settles_missing_ones() {
                 user_email: "admin@example.com".into(),
                 schedule_id: None,
                 callback_url: None,
+                notify: vec![],
             })
             .await
             .unwrap();
@@ -362,4 +363,174 @@ async fn readiness_checks_the_cluster_too() {
     let body = json_body(app.ready().await, 503).await;
     assert_eq!(body["error"], "kubernetes unavailable");
     assert_eq!(body["detail"]["checks"]["database"], "ok");
+}
+
+/// The allowlists the pod-option tests run under.
+const POD_POLICY: &[(&str, &str)] = &[
+    (
+        "kube_default_resources",
+        r#"{"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}}"#,
+    ),
+    ("kube_allowed_service_accounts", "reporter, backup"),
+    ("kube_allowed_image_pull_secrets", "registry-creds"),
+    ("kube_allowed_node_selectors", "node-pool"),
+    ("kube_allowed_tolerations", "dedicated"),
+    ("kube_allowed_labels", "team,cost-center"),
+];
+
+#[actix_web::test]
+async fn the_job_carries_the_procs_pod_options_over_the_default_resources() {
+    let fake = FakeKube::start();
+    for backend in backends() {
+        let app = spawn_on(&fake, backend, POD_POLICY).await;
+        let image = format!("registry.example/pod-options-{backend:?}:1").to_lowercase();
+        fake.set_script_for_image(
+            &image,
+            Script {
+                lines: vec!["hi".into()],
+                ..Script::default()
+            },
+        );
+        let pod = json!({
+            "resources": {"requests": {"cpu": "500m"}, "limits": {"nvidia.com/gpu": "1"}},
+            "nodeSelector": {"node-pool": "batch"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}],
+            "serviceAccountName": "reporter",
+            "imagePullSecrets": [{"name": "registry-creds"}],
+            "labels": {"team": "ops", "cost-center": "42"}
+        });
+        register(&app, "pod-options", &image, json!({ "pod": pod })).await;
+        let described = json_body(app.describe("pod-options", &app.admin).await, 200).await;
+        assert_eq!(described["pod"], pod, "{backend:?}: stored as given");
+
+        let name = app.run("pod-options", json!({"NAME": "Ada"})).await;
+        let execution = app.wait_until_final(&name, WAIT).await;
+        assert_eq!(execution["status"], "SUCCEEDED", "{backend:?}");
+        let job = fake.job("default", &name).expect("the Job exists");
+        let job_labels = job.metadata.labels.clone().unwrap();
+        assert_eq!(job_labels["team"], "ops");
+        assert_eq!(job_labels["proctor.io/execution"], name);
+        let template = job.spec.clone().unwrap().template;
+        let pod_labels = template.metadata.unwrap().labels.unwrap();
+        assert_eq!(pod_labels["cost-center"], "42");
+        assert_eq!(pod_labels["app.kubernetes.io/managed-by"], "proctor");
+        let spec = serde_json::to_value(template.spec.unwrap()).unwrap();
+        assert_eq!(spec["serviceAccountName"], "reporter");
+        assert_eq!(spec["nodeSelector"], json!({"node-pool": "batch"}));
+        assert_eq!(
+            spec["tolerations"],
+            json!([{"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}])
+        );
+        assert_eq!(
+            spec["imagePullSecrets"],
+            json!([{"name": "registry-creds"}])
+        );
+        assert_eq!(
+            spec["containers"][0]["resources"],
+            json!({
+                "requests": {"cpu": "500m", "memory": "64Mi"},
+                "limits": {"memory": "256Mi", "nvidia.com/gpu": "1"}
+            }),
+            "the proc's resources over the defaults, key by key"
+        );
+
+        // A proc without pod options gets the default resources and nothing else.
+        register(&app, "plain", &image, json!({})).await;
+        let name = app.run("plain", json!({"NAME": "Bo"})).await;
+        app.wait_until_final(&name, WAIT).await;
+        let job = fake.job("default", &name).expect("the Job exists");
+        let spec = serde_json::to_value(job.spec.unwrap().template.spec.unwrap()).unwrap();
+        assert_eq!(
+            spec["containers"][0]["resources"],
+            json!({"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+        );
+        assert!(spec.get("serviceAccountName").is_none(), "{spec}");
+        assert!(spec.get("nodeSelector").is_none(), "{spec}");
+    }
+}
+
+#[actix_web::test]
+async fn pod_options_outside_the_allowlist_are_refused_at_registration() {
+    let fake = FakeKube::start();
+    let app = spawn_on(&fake, Backend::Embedded, POD_POLICY).await;
+    let cases = [
+        (
+            json!({"serviceAccountName": "cluster-admin"}),
+            "pod.serviceAccountName: service account \"cluster-admin\" is not allowed (PROCTOR_KUBE_ALLOWED_SERVICE_ACCOUNTS allows: reporter, backup)",
+            "an arbitrary service account",
+        ),
+        (
+            json!({"imagePullSecrets": [{"name": "someone-elses"}]}),
+            "secret \"someone-elses\" is not allowed (PROCTOR_KUBE_ALLOWED_IMAGE_PULL_SECRETS",
+            "another pull secret",
+        ),
+        (
+            json!({"nodeSelector": {"kubernetes.io/hostname": "control-plane"}}),
+            "node label \"kubernetes.io/hostname\" is not allowed",
+            "pinning to a node",
+        ),
+        (
+            json!({"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]}),
+            "pod.tolerations[0].key: taint key \"node-role.kubernetes.io/control-plane\" is not allowed",
+            "tolerating the control plane",
+        ),
+        (
+            json!({"tolerations": [{"operator": "Exists"}]}),
+            "needs PROCTOR_KUBE_ALLOWED_TOLERATIONS=*",
+            "tolerating everything",
+        ),
+        (
+            json!({"labels": {"app.kubernetes.io/managed-by": "me"}}),
+            "set by proctord itself",
+            "proctord's own label",
+        ),
+        (
+            json!({"labels": {"owner": "me"}}),
+            "label \"owner\" is not allowed",
+            "a label outside the list",
+        ),
+        (
+            json!({"resources": {"limits": {"memory": "a lot"}}}),
+            "pod.resources.limits.memory",
+            "a bad quantity",
+        ),
+        (
+            json!({"hostNetwork": true}),
+            "unknown field `hostNetwork`",
+            "an option proctord does not offer",
+        ),
+    ];
+    for (pod, expected, why) in cases {
+        let proc = json!({"name": "greedy", "image_name": "alpine:3", "pod": pod});
+        let message =
+            crate::helpers::error_message(app.register(&proc, &app.admin).await, 400).await;
+        assert!(message.contains(expected), "{why}: {message}");
+    }
+    let missing = app.describe("greedy", &app.admin).await;
+    assert_eq!(missing.status().as_u16(), 404, "nothing was stored");
+}
+
+#[actix_web::test]
+async fn a_run_whose_pod_options_are_no_longer_allowed_ends_creation_failed() {
+    let fake = FakeKube::start();
+    let before = spawn_on(&fake, Backend::Embedded, POD_POLICY).await;
+    register(
+        &before,
+        "narrowed",
+        "registry.example/narrowed:1",
+        json!({"pod": {"serviceAccountName": "reporter"}}),
+    )
+    .await;
+    // The same database, served after the operator emptied the allowlist.
+    let data_dir = before.data_dir.to_string_lossy().into_owned();
+    let after = spawn_on(&fake, Backend::Embedded, &[("data_dir", &data_dir)]).await;
+    let name = after.run("narrowed", json!({"NAME": "Ada"})).await;
+    let execution = after.wait_until_final(&name, WAIT).await;
+    assert_eq!(execution["status"], "CREATION_FAILED", "{execution}");
+    let reason = execution["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("service account \"reporter\" is not allowed"),
+        "{reason}"
+    );
+    assert!(fake.job("default", &name).is_none(), "no Job was created");
 }

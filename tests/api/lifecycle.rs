@@ -92,6 +92,7 @@ async fn a_restart_settles_runs_left_unfinished_and_keeps_their_logs() {
                 user_email: "admin@example.com".into(),
                 schedule_id: None,
                 callback_url: None,
+                notify: vec![],
             })
             .await
             .unwrap();
@@ -328,6 +329,7 @@ async fn concurrent_execution_writes_each_land_or_fail_on_their_own() {
             user_email: "admin@example.com".into(),
             schedule_id: None,
             callback_url: None,
+            notify: vec![],
         };
         let names: Vec<ExecutionName> = (0..300)
             .map(|i| ExecutionName::parse(&format!("batch-{i:014}")).unwrap())

@@ -17,6 +17,7 @@ mod hostile;
 mod kubernetes;
 mod lifecycle;
 mod logs;
+mod notify;
 mod observability;
 mod orphans;
 mod procs;

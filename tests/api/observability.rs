@@ -305,6 +305,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/executions"),
     ("get", "/api/v1/executions/{name}"),
     ("get", "/api/v1/executions/{name}/logs"),
+    ("get", "/api/v1/executions/{name}/notifications"),
     ("post", "/api/v1/executions/{name}/cancel"),
     ("post", "/api/v1/session"),
     ("get", "/api/v1/session"),

@@ -103,6 +103,7 @@ impl Launcher {
                 .active_deadline_seconds
                 .map_or(self.defaults.deadline, Duration::from_secs),
             retries: self.defaults.retries,
+            pod: proc.pod.clone(),
         };
         let applied = match executor.launch(spec).await {
             Ok(()) => {

@@ -35,6 +35,8 @@ pub struct Execute {
     pub args: BTreeMap<String, String>,
     pub user_email: String,
     pub callback_url: Option<String>,
+    /// Where its end is told (webhooks, Slack), checked by the caller.
+    pub notify: Vec<crate::model::NotifyTarget>,
     pub schedule_id: Option<String>,
 }
 
@@ -190,6 +192,7 @@ impl Handler<Execute> for Dispatcher {
                     user_email: msg.user_email,
                     schedule_id: msg.schedule_id,
                     callback_url: msg.callback_url,
+                    notify: msg.notify,
                 };
                 let record = async {
                     match msg.proc.max_concurrent_runs {

@@ -447,6 +447,17 @@ impl Executor for KubernetesExecutor {
             .expect("not poisoned")
             .insert(execution.clone(), Tracked::default());
         let created = async {
+            // The allowlists may have narrowed since the proc was registered.
+            if let Some(pod) = &run.pod {
+                let problems = shared.settings.pod_policy.problems(pod);
+                if !problems.is_empty() {
+                    return Err(ExecutorError::Refused(format!(
+                        "proc {}'s pod options are no longer allowed: {}",
+                        run.proc_name,
+                        problems.join("; ")
+                    )));
+                }
+            }
             let secret = spec::secret(&run, &shared.namespace);
             if let Some(secret) = &secret {
                 shared

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvFromSource, EnvVar, PodSpec, PodTemplateSpec, Secret, SecretEnvSource,
+    Container, EnvFromSource, EnvVar, LocalObjectReference, PodSpec, PodTemplateSpec,
+    ResourceRequirements, Secret, SecretEnvSource, Toleration,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::config::KubeSettings;
@@ -96,7 +98,19 @@ fn decode_ca(encoded: &str) -> Result<Vec<u8>, String> {
     }
 }
 
+/// proctord's labels, over the proc's extra ones (the allowlist refuses proctord's keys;
+/// proctord's win anyway).
 fn labels(spec: &RunSpec) -> BTreeMap<String, String> {
+    let mut labels = spec
+        .pod
+        .as_ref()
+        .and_then(|pod| pod.labels.clone())
+        .unwrap_or_default();
+    labels.extend(own_labels(spec));
+    labels
+}
+
+fn own_labels(spec: &RunSpec) -> BTreeMap<String, String> {
     BTreeMap::from([
         (MANAGED_BY.to_owned(), "proctor".to_owned()),
         (EXECUTION_LABEL.to_owned(), spec.execution.to_string()),
@@ -113,7 +127,7 @@ pub fn secret(spec: &RunSpec, namespace: &str) -> Option<Secret> {
         metadata: ObjectMeta {
             name: Some(spec.execution.to_string()),
             namespace: Some(namespace.to_owned()),
-            labels: Some(labels(spec)),
+            labels: Some(own_labels(spec)),
             ..Default::default()
         },
         string_data: Some(
@@ -174,6 +188,41 @@ pub fn job(spec: &RunSpec, settings: &KubeSettings) -> Job {
     });
     let annotations =
         (!settings.job_pod_annotations.is_empty()).then(|| settings.job_pod_annotations.clone());
+    let pod = spec.pod.clone().unwrap_or_default();
+    let resources = pod
+        .resources
+        .unwrap_or_default()
+        .over(&settings.pod_policy.default_resources);
+    let quantities = |map: BTreeMap<String, String>| {
+        (!map.is_empty()).then(|| {
+            map.into_iter()
+                .map(|(name, quantity)| (name, Quantity(quantity)))
+                .collect()
+        })
+    };
+    let resources = (!resources.is_empty()).then(|| ResourceRequirements {
+        requests: quantities(resources.requests),
+        limits: quantities(resources.limits),
+        ..Default::default()
+    });
+    let tolerations = pod.tolerations.map(|tolerations| {
+        tolerations
+            .into_iter()
+            .map(|t| Toleration {
+                key: t.key,
+                operator: t.operator,
+                value: t.value,
+                effect: t.effect,
+                toleration_seconds: t.toleration_seconds,
+            })
+            .collect()
+    });
+    let image_pull_secrets = pod.image_pull_secrets.map(|secrets| {
+        secrets
+            .into_iter()
+            .map(|s| LocalObjectReference { name: s.name })
+            .collect()
+    });
     Job {
         metadata: ObjectMeta {
             name: Some(spec.execution.to_string()),
@@ -193,12 +242,17 @@ pub fn job(spec: &RunSpec, settings: &KubeSettings) -> Job {
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".to_owned()),
+                    node_selector: pod.node_selector,
+                    tolerations,
+                    service_account_name: pod.service_account_name,
+                    image_pull_secrets,
                     containers: vec![Container {
                         name: CONTAINER.to_owned(),
                         image: Some(spec.image.clone()),
                         command: spec.command.clone(),
                         env: Some(env),
                         env_from,
+                        resources,
                         ..Default::default()
                     }],
                     ..Default::default()

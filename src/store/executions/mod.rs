@@ -8,7 +8,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::model::{ExecutionName, Status};
+use crate::model::{ExecutionName, NotifyTarget, Status};
 
 use self::writer::{Op, Writer};
 use super::leases::Ownership;
@@ -44,6 +44,7 @@ struct Row {
     attempts: i32,
     owner: Option<String>,
     lease_expires_at: Option<NaiveDateTime>,
+    notify: String,
 }
 
 /// An execution as the API shows it.
@@ -82,6 +83,9 @@ pub struct Execution {
     /// the single-execution reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<i64>,
+    /// Where its end is told (webhooks, Slack), URLs masked.
+    #[serde(serialize_with = "crate::model::notify::serialize_masked")]
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// A stored (naive, UTC) time as RFC 3339 with `Z`.
@@ -128,6 +132,8 @@ impl TryFrom<Row> for Execution {
         let corrupt = |what: String| StoreError::Corrupt(format!("execution {}: {what}", row.name));
         let status = row.status.parse().map_err(corrupt)?;
         let args = serde_json::from_str(&row.args).map_err(|e| corrupt(e.to_string()))?;
+        let notify =
+            serde_json::from_str(&row.notify).map_err(|e| corrupt(format!("notify: {e}")))?;
         Ok(Execution {
             id: row.id,
             name: row.name,
@@ -149,6 +155,7 @@ impl TryFrom<Row> for Execution {
             owner: row.owner,
             lease_expires_at: row.lease_expires_at,
             queue_position: None,
+            notify,
         })
     }
 }
@@ -164,6 +171,7 @@ pub struct NewExecution {
     pub user_email: String,
     pub schedule_id: Option<String>,
     pub callback_url: Option<String>,
+    pub notify: Vec<NotifyTarget>,
 }
 
 /// A status change with what it tells.
@@ -235,6 +243,7 @@ impl ExecutionStore {
             attempts: 0,
             owner: Some(self.ownership.replica.to_string()),
             lease_expires_at: Some(self.ownership.expiry()),
+            notify: serde_json::to_string(&new.notify).expect("targets serialize"),
         };
         let execution = Execution::try_from(row.clone())?;
         self.writer.write(Op::Insert(Box::new(row))).await?;

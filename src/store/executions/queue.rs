@@ -112,6 +112,7 @@ impl super::ExecutionStore {
                         started_at: None,
                         finished_at: None,
                         callback_url: new.callback_url.clone(),
+                        notify: serde_json::to_string(&new.notify).expect("targets serialize"),
                         attempts: 0,
                         owner: start.then(|| me.clone()),
                         lease_expires_at: start.then_some(until),
@@ -133,6 +134,7 @@ impl super::ExecutionStore {
                             executions::attempts.eq(row.attempts),
                             executions::owner.eq(&row.owner),
                             executions::lease_expires_at.eq(row.lease_expires_at),
+                            executions::notify.eq(&row.notify),
                         ))
                         .execute(c)?;
                     Ok::<_, diesel::result::Error>((row, free && !start))

@@ -139,6 +139,7 @@ macro_rules! apply {
                     executions::attempts.eq(row.attempts),
                     executions::owner.eq(&row.owner),
                     executions::lease_expires_at.eq(row.lease_expires_at),
+                    executions::notify.eq(&row.notify),
                 ))
                 .execute($c)
                 .map(|_| None),
