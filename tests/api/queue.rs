@@ -72,6 +72,21 @@ fn starts(record: &[(String, u32, u128)]) -> Vec<(u32, u128)> {
     starts
 }
 
+/// Runs are promoted strictly in queue order (under the database lock), but two runs
+/// that start at the same moment (two free slots, or two replicas) may reach their
+/// first line a few milliseconds apart on a busy machine: the order of starts is
+/// checked within 250 ms.
+fn assert_started_in_order(started: &[(u32, u128)]) {
+    for (i, (n, ns)) in started.iter().enumerate() {
+        for (m, later) in &started[i + 1..] {
+            assert!(
+                m > n || ns.abs_diff(*later) < 250_000_000,
+                "run {m} started well before run {n}: {started:?}"
+            );
+        }
+    }
+}
+
 async fn submit(app: &TestApp, proc: &str, n: u32) -> Value {
     json_body(
         app.execute(
@@ -131,12 +146,9 @@ async fn a_proc_with_max_concurrent_runs_runs_at_most_that_many_in_submit_order(
             2,
             "{backend:?}: two at once, never more: {record:?}"
         );
-        let order: Vec<u32> = starts(&record).into_iter().map(|(n, _)| n).collect();
-        assert_eq!(
-            order,
-            [1, 2, 3, 4, 5, 6],
-            "{backend:?}: started in submit order"
-        );
+        let started = starts(&record);
+        assert_eq!(started.len(), 6, "{backend:?}");
+        assert_started_in_order(&started);
     }
 }
 
@@ -418,18 +430,8 @@ async fn the_queue_holds_order_and_bound_across_two_replicas_on_postgresql() {
         2,
         "two at once across both replicas, never more: {record:?}"
     );
-    // Runs are promoted strictly in queue order (under the database lock); two runs
-    // promoted at the same moment by different replicas may reach their first line a
-    // few milliseconds apart, so the order of starts is checked within 250 ms.
     let started = starts(&record);
-    for (i, (n, ns)) in started.iter().enumerate() {
-        for (m, later) in &started[i + 1..] {
-            assert!(
-                m > n || ns.abs_diff(*later) < 250_000_000,
-                "run {m} started well before run {n}: {started:?}"
-            );
-        }
-    }
+    assert_started_in_order(&started);
     let strict: Vec<u32> = started.iter().map(|(n, _)| *n).collect();
     eprintln!("start order across replicas: {strict:?}");
     let _ = std::fs::remove_dir_all(&dir);
