@@ -111,6 +111,7 @@ pub mod names {
     pub const DB_POOL_CONNECTIONS: &str = "proctor_db_pool_connections";
     pub const LEASE_BEAT: &str = "proctor_lease_beat_seconds";
     pub const RUNS_TAKEN_OVER: &str = "proctor_runs_taken_over_total";
+    pub const PURGED_ROWS: &str = "proctor_purged_rows_total";
 }
 
 fn describe_metrics() {
@@ -146,6 +147,10 @@ fn describe_metrics() {
         "Runs this replica claimed after their owner's lease expired"
     );
     describe_counter!(LOG_LINES, "Log lines received from runs");
+    describe_counter!(
+        PURGED_ROWS,
+        "Rows removed by retention, by table (executions, execution_logs, schedule_fires)"
+    );
     describe_counter!(
         SCHEDULE_FIRES,
         "Schedule fires, by outcome (dispatched, skipped, failed, claimed_elsewhere)"

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod dispatcher;
 pub mod log_fanout;
 pub mod mailer;
+pub mod purger;
 pub mod ticker;
 pub mod watcher;
 
@@ -20,6 +21,7 @@ pub use cluster::Cluster;
 pub use dispatcher::{Cancel, DispatchError, Dispatcher, Execute, RunDefaults};
 pub use log_fanout::LogFanout;
 pub use mailer::Mailer;
+pub use purger::Purger;
 pub use ticker::Ticker;
 pub use watcher::Watcher;
 
@@ -33,6 +35,8 @@ pub struct Actors {
     pub cluster: Addr<Cluster>,
     /// `None` on a replica with PROCTOR_SCHEDULER=off.
     pub ticker: Option<Addr<Ticker>>,
+    /// Retention's background purge.
+    pub purger: Addr<Purger>,
 }
 
 /// How many executions' events are written at once.
@@ -120,6 +124,11 @@ pub fn start(
         })
     });
 
+    let purger = {
+        let (store, interval) = (stores.purge.clone(), settings.retention.interval);
+        Supervisor::start(move |_| Purger::new(store, interval))
+    };
+
     let ExecutorStreams {
         mut events,
         mut logs,
@@ -172,5 +181,6 @@ pub fn start(
         mailer,
         cluster,
         ticker,
+        purger,
     }
 }

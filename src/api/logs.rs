@@ -56,7 +56,8 @@ pub struct LogsQuery {
     params(LogsQuery),
     responses(
         (status = 101, description = "websocket: one text frame per line, then a close frame whose reason is the final status"),
-        ClientErrors
+        ClientErrors,
+        (status = 410, description = "retention removed the run's lines (the record is kept)", body = crate::error::ErrorBody)
     ),
     security(("email" = [], "token" = []))
 )]
@@ -72,6 +73,7 @@ pub async fn stream(
         return Err(ApiError::bad_request("after must be 0 or more"));
     }
     let execution = find_visible(&state, &caller, query.job_name.trim()).await?;
+    super::executions::lines_kept(&execution)?;
     let name = ExecutionName::parse(&execution.name).map_err(ApiError::bad_request)?;
     let session = LogSession {
         execution: name,

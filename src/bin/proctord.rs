@@ -33,6 +33,14 @@ enum Command {
     Token(TokenCommand),
     /// Print a new random PROCTOR_SECRETS_KEY.
     Keygen,
+    /// Remove, now, the runs and log lines older than their retention (the server
+    /// does it in the background every PROCTOR_PURGE_INTERVAL_MINUTES); prints the
+    /// rows removed per table.
+    Purge {
+        /// Count what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,9 +188,49 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Purge { dry_run } => {
+            let (stores, _) = proctor::store::Stores::open(&settings).await?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let removed = proctor::actors::purger::count_removed();
+            let Some(report) = stores.purge.run(dry_run, stop, removed).await? else {
+                anyhow::bail!(
+                    "another proctord is purging this database now; nothing was removed (try again when it is done)"
+                );
+            };
+            print!("{}", purge_summary(&settings, &report));
+        }
         Command::Keygen => print_new_key(),
     }
     Ok(())
+}
+
+/// What `proctord purge` prints: the retention in effect, then one line per table.
+fn purge_summary(settings: &Settings, report: &proctor::store::PurgeReport) -> String {
+    let days = |d: Option<u32>, never: &str| d.map_or(never.to_owned(), |d| format!("{d} days"));
+    let retention = &settings.retention;
+    let mut text = format!(
+        "retention: runs {}, log lines {} (a proc's metadata may set its own)\n",
+        days(retention.execution_days, "for ever"),
+        days(retention.log_days, "as long as their run"),
+    );
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for table in ["executions", "execution_logs", "schedule_fires"]
+        .into_iter()
+        .chain(report.removed.keys().copied())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        text.push_str(&format!("{verb} {} row(s) of {table}\n", report.rows(table)));
+    }
+    text.push_str(&format!(
+        "runs keeping their record without their lines: {}{}\n",
+        report.runs_without_lines,
+        if report.dry_run { " (dry run: nothing was removed)" } else { "" }
+    ));
+    text
 }
 
 fn print_new_key() {

@@ -48,9 +48,21 @@ pub struct ProcMetadata {
     /// This proc's deadline, overriding PROCTOR_KUBE_JOB_ACTIVE_DEADLINE_SECONDS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_deadline_seconds: Option<u64>,
+    /// Days this proc's finished runs are kept (0: for ever), overriding
+    /// PROCTOR_EXECUTION_RETENTION_DAYS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 36500)]
+    pub execution_retention_days: Option<u32>,
+    /// Days the log lines of this proc's finished runs are kept (0: as long as the
+    /// run), overriding PROCTOR_LOG_RETENTION_DAYS; never longer than the run is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 36500)]
+    pub log_retention_days: Option<u32>,
 }
 
 const MAX_TEXT: usize = 4096;
+/// The longest retention a proc may ask for: 100 years.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl ProcMetadata {
     /// Every problem with the metadata, as sentences naming the field; empty when valid.
@@ -114,6 +126,26 @@ impl ProcMetadata {
         if self.active_deadline_seconds == Some(0) {
             problems.push("active_deadline_seconds must be at least 1".to_owned());
         }
+        for (field, days) in [
+            ("execution_retention_days", self.execution_retention_days),
+            ("log_retention_days", self.log_retention_days),
+        ] {
+            if let Some(days) = days
+                && days > MAX_RETENTION_DAYS
+            {
+                problems.push(format!(
+                    "{field} must be at most {MAX_RETENTION_DAYS} (0 keeps for ever), got {days}"
+                ));
+            }
+        }
+        if let (Some(runs), Some(logs)) = (self.execution_retention_days, self.log_retention_days)
+            && runs > 0
+            && (logs == 0 || logs > runs)
+        {
+            problems.push(format!(
+                "log_retention_days ({logs}) must not be longer than execution_retention_days ({runs}): a run's lines go with its record"
+            ));
+        }
         problems
     }
 
@@ -155,6 +187,10 @@ mod tests {
             json.get("command").is_none(),
             "absent command is not written"
         );
+        assert!(
+            json.get("execution_retention_days").is_none() && json.get("log_retention_days").is_none(),
+            "absent retention is not written: older readers see the metadata they know"
+        );
         assert_eq!(serde_json::from_value::<ProcMetadata>(json).unwrap(), proc);
     }
 
@@ -168,12 +204,15 @@ mod tests {
         });
         proc.authorized_groups.push("two words".into());
         proc.command = Some(vec![]);
+        proc.execution_retention_days = Some(7);
+        proc.log_retention_days = Some(40);
         let problems = proc.problems().join("\n");
         for needle in [
             "image_name",
             "NAME is declared more than once",
             "authorized_groups",
             "command",
+            "log_retention_days (40) must not be longer than execution_retention_days (7)",
         ] {
             assert!(
                 problems.contains(needle),

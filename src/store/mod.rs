@@ -31,6 +31,7 @@ pub mod executions;
 pub mod leases;
 pub mod logs;
 pub mod procs;
+pub mod purge;
 pub mod redis;
 pub mod schedules;
 pub mod schema;
@@ -45,6 +46,7 @@ pub use self::executions::{
 pub use self::leases::{Claimed, LeaseStore, Ownership};
 pub use self::logs::{LogStore, Resume, StoredLine};
 pub use self::procs::ProcStore;
+pub use self::purge::{PurgeReport, PurgeStore};
 pub use self::redis::Redis;
 pub use self::schedules::{Fire, NewSchedule, Schedule, ScheduleStore};
 pub use self::secrets::SecretStore;
@@ -398,6 +400,8 @@ pub struct Stores {
     pub leases: LeaseStore,
     /// Announcements between replicas.
     pub bus: Bus,
+    /// Retention: removes old runs and lines, on a connection of its own.
+    pub purge: PurgeStore,
 }
 
 /// What a message at start-up says about the secrets key.
@@ -449,6 +453,7 @@ impl Stores {
             None => Bus::local(),
         };
         let schedules = ScheduleStore::new(db.clone());
+        let purge = PurgeStore::new(db.reserved(), procs.clone(), settings.retention);
         Ok((
             Self {
                 db,
@@ -461,6 +466,7 @@ impl Stores {
                 schedules,
                 leases,
                 bus,
+                purge,
             },
             source,
         ))

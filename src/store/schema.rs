@@ -81,6 +81,7 @@ diesel::table! {
         attempts -> Integer,
         owner -> Nullable<Text>,
         lease_expires_at -> Nullable<Timestamp>,
+        logs_purged_at -> Nullable<Timestamp>,
     }
 }
 

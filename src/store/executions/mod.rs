@@ -42,6 +42,7 @@ struct Row {
     attempts: i32,
     owner: Option<String>,
     lease_expires_at: Option<NaiveDateTime>,
+    logs_purged_at: Option<NaiveDateTime>,
 }
 
 /// An execution as the API shows it.
@@ -76,6 +77,10 @@ pub struct Execution {
     /// When the owner's hold ends unless renewed.
     #[serde(skip)]
     pub lease_expires_at: Option<NaiveDateTime>,
+    /// When retention removed its log lines (the record is kept longer); absent while
+    /// they are stored.
+    #[serde(with = "utc_option", skip_serializing_if = "Option::is_none")]
+    pub logs_purged_at: Option<NaiveDateTime>,
 }
 
 /// A stored (naive, UTC) time as RFC 3339 with `Z`.
@@ -142,6 +147,7 @@ impl TryFrom<Row> for Execution {
             callback_url: row.callback_url,
             owner: row.owner,
             lease_expires_at: row.lease_expires_at,
+            logs_purged_at: row.logs_purged_at,
         })
     }
 }
@@ -228,6 +234,7 @@ impl ExecutionStore {
             attempts: 0,
             owner: Some(self.ownership.replica.to_string()),
             lease_expires_at: Some(self.ownership.expiry()),
+            logs_purged_at: None,
         };
         let execution = Execution::try_from(row.clone())?;
         self.writer.write(Op::Insert(Box::new(row))).await?;
