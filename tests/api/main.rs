@@ -18,6 +18,7 @@ mod observability;
 mod orphans;
 mod procs;
 mod replica;
+mod retention;
 mod schedules;
 mod secrets;
 mod stats;
