@@ -257,6 +257,22 @@ async fn a_procs_own_retention_wins_over_the_settings() {
         assert!(described.get("log_retention_days").is_none(), "{described}");
         let plain = json_body(app.describe("ordinary", &app.admin).await, 200).await;
         assert!(plain.get("execution_retention_days").is_none(), "{plain}");
+
+        // ... and of the OpenAPI document, with the logs' 410.
+        let doc = json_body(
+            app.request(Method::GET, "/openapi.json", None)
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        let fields = &doc["components"]["schemas"]["ProcMetadata"]["properties"];
+        for field in ["execution_retention_days", "log_retention_days"] {
+            assert!(fields[field].is_object(), "{field} in {fields}");
+        }
+        let logs = &doc["paths"]["/api/v1/executions/{name}/logs"]["get"]["responses"];
+        assert!(logs["410"].is_object(), "{logs}");
     }
 }
 
