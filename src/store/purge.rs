@@ -40,8 +40,10 @@ pub const RUN_BATCH: i64 = 1_000;
 /// Log lines (or rows of an expiring table) removed per statement.
 pub const LINE_BATCH: i64 = 10_000;
 /// After each statement the pass rests this many times as long as the statement took
-/// (at least [`MIN_REST`]): it holds the database at most a quarter of the time.
-const REST_FACTOR: u32 = 3;
+/// (at least [`MIN_REST`]): it holds the database at most a tenth of the time. At 3 (a
+/// quarter) dispatch beside it was 35% slower on PostgreSQL on 2 cores; at 9 the purge
+/// still removes over 10,000 rows a second (BENCHMARKS.md "retention").
+const REST_FACTOR: u32 = 9;
 const MIN_REST: Duration = Duration::from_millis(5);
 /// The PostgreSQL advisory lock one purging replica holds ("PROCPURG").
 pub const PURGE_LOCK: i64 = 0x5052_4F43_5055_5247;
@@ -413,8 +415,12 @@ impl Pass<'_> {
                 return Ok(());
             }
             let started = Instant::now();
+            // In created_at order: the planner then reads the index range and stops
+            // at RUN_BATCH, where without an order PostgreSQL chose a scan of the whole
+            // table (220 ms on 1,000,000 runs, see BENCHMARKS.md).
             let ids: Vec<String> = with_backend!(&mut *self.conn, |c| due_runs!(scope, cutoff)
                 .select(executions::id)
+                .order(executions::created_at)
                 .limit(RUN_BATCH)
                 .load(c))?;
             if ids.is_empty() {
@@ -471,6 +477,7 @@ impl Pass<'_> {
                 scope, cutoff, whole
             )
             .select(executions::id)
+            .order(executions::finished_at)
             .limit(RUN_BATCH)
             .load(c))?;
             if ids.is_empty() {
