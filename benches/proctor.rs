@@ -112,7 +112,7 @@ impl Plan {
                 stats_requests: 200,
                 console_lines: 1_000_000,
                 retention_lines: 1_000_000,
-                retention_old_runs: 10_000,
+                retention_old_runs: 6_000,
                 retention_old_lines: 100,
                 retention_window: Duration::from_secs(20),
             }

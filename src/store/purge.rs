@@ -40,10 +40,11 @@ pub const RUN_BATCH: i64 = 1_000;
 /// Log lines (or rows of an expiring table) removed per statement.
 pub const LINE_BATCH: i64 = 10_000;
 /// After each statement the pass rests this many times as long as the statement took
-/// (at least [`MIN_REST`]): it holds the database at most a tenth of the time. At 3 (a
-/// quarter) dispatch beside it was 35% slower on PostgreSQL on 2 cores; at 9 the purge
-/// still removes over 10,000 rows a second (BENCHMARKS.md "retention").
-const REST_FACTOR: u32 = 9;
+/// (at least [`MIN_REST`]): it holds the database at most a twentieth of the time.
+/// Measured beside sustained dispatch on 2 cores (BENCHMARKS.md "retention"): at 3
+/// dispatch was 35% slower on PostgreSQL, at 9 still 26% (16% on SQLite); what a
+/// delete costs besides its statement (WAL, autovacuum of the dead rows) counts too.
+const REST_FACTOR: u32 = 19;
 const MIN_REST: Duration = Duration::from_millis(5);
 /// The PostgreSQL advisory lock one purging replica holds ("PROCPURG").
 pub const PURGE_LOCK: i64 = 0x5052_4F43_5055_5247;
