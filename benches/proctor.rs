@@ -1293,7 +1293,11 @@ async fn retention(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
         .register(
             &client,
             "lines",
-            json!(["sh", "-c", format!("seq 1 {per_run} | sed 's/^/log line number /'")]),
+            json!([
+                "sh",
+                "-c",
+                format!("seq 1 {per_run} | sed 's/^/log line number /'")
+            ]),
             &[],
         )
         .await;
@@ -1323,7 +1327,10 @@ async fn retention(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
                 "pg_total_relation_size('execution_logs')"
             }
         ),
-        value: format!("{:.0}", (after.saturating_sub(before)) as f64 / stored as f64),
+        value: format!(
+            "{:.0}",
+            (after.saturating_sub(before)) as f64 / stored as f64
+        ),
         target: "",
     });
 
@@ -1424,7 +1431,10 @@ async fn retention(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     for (path, what) in [
         ("/api/v1/executions", "newest page"),
         ("/api/v1/executions?proc=proc-3", "one proc"),
-        ("/api/v1/executions?proc=proc-3&status=FAILED", "one proc, one status"),
+        (
+            "/api/v1/executions?proc=proc-3&status=FAILED",
+            "one proc, one status",
+        ),
         ("/api/v1/executions?status=CANCELLED", "one status"),
         ("/api/v1/executions?user=user3@example.com", "one user"),
         (

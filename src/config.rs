@@ -963,7 +963,11 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.retention.execution_days, None, "0 keeps records for ever");
-        assert_eq!(s.retention.log_days, Some(400), "then lines may be kept longer than a year");
+        assert_eq!(
+            s.retention.log_days,
+            Some(400),
+            "then lines may be kept longer than a year"
+        );
         let s = settings(&[("log_retention_days", "0")]).unwrap();
         assert_eq!(s.retention.log_days, None, "lines as long as their record");
     }

@@ -223,12 +223,19 @@ fn purge_summary(settings: &Settings, report: &proctor::store::PurgeReport) -> S
         .chain(report.removed.keys().copied())
         .collect::<std::collections::BTreeSet<_>>()
     {
-        text.push_str(&format!("{verb} {} row(s) of {table}\n", report.rows(table)));
+        text.push_str(&format!(
+            "{verb} {} row(s) of {table}\n",
+            report.rows(table)
+        ));
     }
     text.push_str(&format!(
         "runs keeping their record without their lines: {}{}\n",
         report.runs_without_lines,
-        if report.dry_run { " (dry run: nothing was removed)" } else { "" }
+        if report.dry_run {
+            " (dry run: nothing was removed)"
+        } else {
+            ""
+        }
     ));
     text
 }

@@ -188,7 +188,8 @@ mod tests {
             "absent command is not written"
         );
         assert!(
-            json.get("execution_retention_days").is_none() && json.get("log_retention_days").is_none(),
+            json.get("execution_retention_days").is_none()
+                && json.get("log_retention_days").is_none(),
             "absent retention is not written: older readers see the metadata they know"
         );
         assert_eq!(serde_json::from_value::<ProcMetadata>(json).unwrap(), proc);

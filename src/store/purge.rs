@@ -474,13 +474,12 @@ impl Pass<'_> {
                 return Ok(());
             }
             let started = Instant::now();
-            let ids: Vec<String> = with_backend!(&mut *self.conn, |c| due_lines!(
-                scope, cutoff, whole
-            )
-            .select(executions::id)
-            .order(executions::finished_at)
-            .limit(RUN_BATCH)
-            .load(c))?;
+            let ids: Vec<String> =
+                with_backend!(&mut *self.conn, |c| due_lines!(scope, cutoff, whole)
+                    .select(executions::id)
+                    .order(executions::finished_at)
+                    .limit(RUN_BATCH)
+                    .load(c))?;
             if ids.is_empty() {
                 return Ok(());
             }
@@ -619,7 +618,10 @@ mod tests {
                 proc("lines-as-long-as-runs", None, Some(0)),
             ],
         );
-        assert!(!policy.procs.contains_key("plain"), "no override: the default");
+        assert!(
+            !policy.procs.contains_key("plain"),
+            "no override: the default"
+        );
         let groups: BTreeMap<String, Keep> = policy
             .groups()
             .into_iter()
@@ -632,7 +634,11 @@ mod tests {
             execution_days: runs,
             log_days: logs,
         };
-        assert_eq!(groups["short"], keep(Some(7), Some(7)), "lines capped at the run's 7 days");
+        assert_eq!(
+            groups["short"],
+            keep(Some(7), Some(7)),
+            "lines capped at the run's 7 days"
+        );
         assert_eq!(groups["forever"], keep(None, Some(90)));
         assert_eq!(groups["lines-as-long-as-runs"], keep(Some(365), Some(365)));
         assert_eq!(groups["others but 3"], keep(Some(365), Some(30)));

@@ -133,7 +133,10 @@ async fn old_runs_and_their_lines_go_while_recent_and_unfinished_ones_stay() {
         app.wait_for_status(&running, "RUNNING", WAIT).await;
         let deadline = std::time::Instant::now() + WAIT;
         while app.stored_logs(&running).await.is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the running run printed");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the running run printed"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         backdate(&app, &old, 400, true).await;
@@ -145,7 +148,11 @@ async fn old_runs_and_their_lines_go_while_recent_and_unfinished_ones_stay() {
 
         let report = purge(&app, false).await;
         assert_eq!(report.rows("executions"), 1, "{backend:?}: {report:?}");
-        assert_eq!(report.rows("execution_logs"), 100, "{backend:?}: {report:?}");
+        assert_eq!(
+            report.rows("execution_logs"),
+            100,
+            "{backend:?}: {report:?}"
+        );
         assert_eq!(report.runs_without_lines, 1, "{backend:?}: {report:?}");
 
         // The old run is gone, record and lines.
@@ -164,7 +171,9 @@ async fn old_runs_and_their_lines_go_while_recent_and_unfinished_ones_stay() {
         // what happened to its lines.
         let kept = app.execution(&lines_only).await;
         assert_eq!(kept["status"], "SUCCEEDED", "{backend:?}");
-        let purged_at = kept["logs_purged_at"].as_str().expect("logs_purged_at is set");
+        let purged_at = kept["logs_purged_at"]
+            .as_str()
+            .expect("logs_purged_at is set");
         let answer = logs_answer(&app, &lines_only).await;
         let body = json_body(answer, 410).await;
         let message = body["error"].as_str().unwrap();
@@ -172,7 +181,10 @@ async fn old_runs_and_their_lines_go_while_recent_and_unfinished_ones_stay() {
             message.contains("were removed by retention on"),
             "{backend:?}: {message}"
         );
-        assert_eq!(body["detail"]["logs_purged_at"], purged_at[..19].to_owned() + "Z");
+        assert_eq!(
+            body["detail"]["logs_purged_at"],
+            purged_at[..19].to_owned() + "Z"
+        );
         let socket = app
             .request(
                 Method::GET,
@@ -182,7 +194,11 @@ async fn old_runs_and_their_lines_go_while_recent_and_unfinished_ones_stay() {
             .send()
             .await
             .unwrap();
-        assert_eq!(socket.status().as_u16(), 410, "the websocket is refused too");
+        assert_eq!(
+            socket.status().as_u16(),
+            410,
+            "the websocket is refused too"
+        );
         // The recent run, and the old run still running, are untouched.
         assert_eq!(app.stored_logs(&recent).await.len(), 50, "{backend:?}");
         assert!(
@@ -247,8 +263,16 @@ async fn a_procs_own_retention_wins_over_the_settings() {
             .send()
             .await
             .unwrap();
-        assert_eq!(gone.status().as_u16(), 404, "{backend:?}: 7 days for this proc");
-        assert_eq!(app.stored_logs(&ordinary).await.len(), 5, "30 days of lines");
+        assert_eq!(
+            gone.status().as_u16(),
+            404,
+            "{backend:?}: 7 days for this proc"
+        );
+        assert_eq!(
+            app.stored_logs(&ordinary).await.len(),
+            5,
+            "30 days of lines"
+        );
         assert_eq!(app.stored_logs(&ancient).await.len(), 5, "0: for ever");
 
         // The override is part of the metadata, only when set.
@@ -322,7 +346,10 @@ fn env_of(app: &TestApp) -> Vec<(String, String)> {
                 "PROCTOR_REDIS_KEY_PREFIX".to_owned(),
                 app.redis_prefix.clone().unwrap(),
             ),
-            ("PROCTOR_SECRETS_KEY".to_owned(), TEST_SECRETS_KEY.to_owned()),
+            (
+                "PROCTOR_SECRETS_KEY".to_owned(),
+                TEST_SECRETS_KEY.to_owned(),
+            ),
         ]);
     }
     env
@@ -350,9 +377,16 @@ async fn proctord_purge_dry_run_counts_and_removes_nothing_then_purge_removes() 
             "would remove 24 row(s) of execution_logs",
             "runs keeping their record without their lines: 1 (dry run: nothing was removed)",
         ] {
-            assert!(printed.contains(expected), "{backend:?}: {expected} in {printed}");
+            assert!(
+                printed.contains(expected),
+                "{backend:?}: {expected} in {printed}"
+            );
         }
-        assert_eq!(stored_lines(&app).await, lines_before, "a dry run removes nothing");
+        assert_eq!(
+            stored_lines(&app).await,
+            lines_before,
+            "a dry run removes nothing"
+        );
         assert_eq!(app.execution(&old).await["name"], old.as_str());
 
         let real = proctord(&["purge"], &env);
@@ -363,7 +397,10 @@ async fn proctord_purge_dry_run_counts_and_removes_nothing_then_purge_removes() 
             "removed 24 row(s) of execution_logs",
             "runs keeping their record without their lines: 1\n",
         ] {
-            assert!(printed.contains(expected), "{backend:?}: {expected} in {printed}");
+            assert!(
+                printed.contains(expected),
+                "{backend:?}: {expected} in {printed}"
+            );
         }
         assert_eq!(stored_lines(&app).await, lines_before - 24);
         let answer = logs_answer(&app, &lines_only).await;
@@ -436,6 +473,9 @@ async fn a_purge_beside_runs_writing_their_lines_harms_none_of_them() {
             assert_eq!(gone.status().as_u16(), 404, "{backend:?}");
         }
         let (one, two) = futures_util::join!(purge(&app, true), purge(&app, true));
-        assert!(one.removed.is_empty() && two.removed.is_empty(), "nothing left");
+        assert!(
+            one.removed.is_empty() && two.removed.is_empty(),
+            "nothing left"
+        );
     }
 }
