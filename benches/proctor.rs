@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench proctor` runs the full scenarios; `cargo test --bench proctor`
 //! (what CI runs) runs each in a smoke mode of a few seconds. Add scenario names
-//! (`dispatch fanout scheduling footprint kubernetes replicas stats`) to run only those, and a backend
+//! (`dispatch fanout scheduling footprint kubernetes replicas stats retention`) to run only those, and a backend
 //! name (`sqlite`, `postgres+redis`) to measure only that one.
 
 use std::collections::BTreeMap;
@@ -54,6 +54,14 @@ struct Plan {
     stats_requests: usize,
     /// Lines of the run whose page is opened in Chromium.
     console_lines: usize,
+    /// Lines stored to measure the bytes a stored line costs, in runs of 100,000.
+    retention_lines: usize,
+    /// Old finished runs, and lines each, for the purge to remove while runs are
+    /// dispatched.
+    retention_old_runs: usize,
+    retention_old_lines: usize,
+    /// How long dispatch is measured without the purge, beside it, and without again.
+    retention_window: Duration,
 }
 
 impl Plan {
@@ -78,6 +86,10 @@ impl Plan {
                 stats_executions: 5_000,
                 stats_requests: 20,
                 console_lines: 20_000,
+                retention_lines: 20_000,
+                retention_old_runs: 200,
+                retention_old_lines: 50,
+                retention_window: Duration::from_secs(2),
             }
         } else {
             Plan {
@@ -99,6 +111,10 @@ impl Plan {
                 stats_executions: 1_000_000,
                 stats_requests: 200,
                 console_lines: 1_000_000,
+                retention_lines: 1_000_000,
+                retention_old_runs: 6_000,
+                retention_old_lines: 100,
+                retention_window: Duration::from_secs(20),
             }
         }
     }
@@ -1101,6 +1117,357 @@ async fn console(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
     });
 }
 
+/// 32 clients submitting `noop` as fast as they are answered for `window`: accepted
+/// a second, and errors.
+async fn sustained_noop(server: &Server, window: Duration) -> (f64, usize) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + window;
+    let started = Instant::now();
+    let workers: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, base) = (client.clone(), server.base.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut errors) = (0usize, 0usize);
+                while Instant::now() < deadline {
+                    match client
+                        .post(format!("{base}/jobs/execute"))
+                        .json(&json!({"name": "noop"}))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().as_u16() == 201 => ok += 1,
+                        _ => errors += 1,
+                    }
+                }
+                (ok, errors)
+            })
+        })
+        .collect();
+    let (mut accepted, mut errors) = (0, 0);
+    for worker in workers {
+        let (ok, err) = worker.await.unwrap();
+        accepted += ok;
+        errors += err;
+    }
+    (accepted as f64 / started.elapsed().as_secs_f64(), errors)
+}
+
+/// The bytes the database holds: PostgreSQL's `execution_logs` with its index, or the
+/// SQLite file after a checkpoint folds the WAL into it.
+fn database_bytes(server: &Server, backend: &str) -> u64 {
+    if backend == "postgres+redis" {
+        psql_value(
+            &database_url(server),
+            "SELECT pg_total_relation_size('execution_logs')",
+        )
+        .parse()
+        .unwrap()
+    } else {
+        use diesel::Connection as _;
+        use diesel::connection::SimpleConnection as _;
+        let path = server.data_dir.join("proctor.db");
+        let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        conn.batch_execute("PRAGMA busy_timeout = 10000; PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+        let wal = std::fs::metadata(server.data_dir.join("proctor.db-wal")).map_or(0, |m| m.len());
+        std::fs::metadata(&path).unwrap().len() + wal
+    }
+}
+
+/// `runs` finished runs of `lines` lines each, half finished 400 days ago (removed
+/// whole by the default retention), half 40 days ago (their lines only).
+fn load_old_runs(server: &Server, backend: &str, runs: usize, lines: usize) {
+    let columns = "id, name, proc_name, image, args, status, executor, user_email, \
+                   created_at, updated_at, started_at, finished_at, attempts";
+    if backend == "postgres+redis" {
+        let sql = format!(
+            "INSERT INTO executions ({columns}) \
+             SELECT 'old-' || i, 'old-' || i, 'proc-' || (i % 20), 'bench/noop:1', '{{}}', \
+             'SUCCEEDED', 'local', 'old@example.com', t, t, t, t, 1 \
+             FROM (SELECT i, (now() AT TIME ZONE 'UTC') - CASE WHEN i % 2 = 0 \
+             THEN interval '400 days' ELSE interval '40 days' END - i * interval '1 second' AS t \
+             FROM generate_series(1, {runs}) AS i) s; \
+             INSERT INTO execution_logs (execution_id, seq, line, logged_at) \
+             SELECT 'old-' || i, j, 'old log line number ' || j, now() AT TIME ZONE 'UTC' \
+             FROM generate_series(1, {runs}) AS i, generate_series(1, {lines}) AS j; \
+             ANALYZE executions; ANALYZE execution_logs"
+        );
+        assert!(psql(&database_url(server), &sql), "load the old runs");
+    } else {
+        use diesel::Connection as _;
+        use diesel::connection::SimpleConnection as _;
+        let path = server.data_dir.join("proctor.db");
+        let mut conn = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        let sql = format!(
+            "PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; \
+             INSERT INTO executions ({columns}) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {runs}) \
+             SELECT 'old-' || i, 'old-' || i, 'proc-' || (i % 20), 'bench/noop:1', '{{}}', \
+             'SUCCEEDED', 'local', 'old@example.com', t, t, t, t, 1 \
+             FROM (SELECT i, strftime('%Y-%m-%d %H:%M:%f', 'now', \
+             CASE WHEN i % 2 = 0 THEN '-400 days' ELSE '-40 days' END, \
+             printf('-%d seconds', i)) AS t FROM n); \
+             INSERT INTO execution_logs (execution_id, seq, line, logged_at) \
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {runs}), \
+             m(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM m WHERE j < {lines}) \
+             SELECT 'old-' || i, j, 'old log line number ' || j, \
+             strftime('%Y-%m-%d %H:%M:%f', 'now') FROM n, m; ANALYZE;"
+        );
+        conn.batch_execute(&sql).expect("load the old runs");
+    }
+}
+
+/// Prints how the database runs the purge's looks and the history's reads on the
+/// loaded executions (EXPLAIN), for BENCHMARKS.md.
+fn explain_purge(server: &Server, backend: &str) {
+    let cutoff_pg = "(now() AT TIME ZONE 'UTC') - interval '20 days'";
+    let whole_pg = "(now() AT TIME ZONE 'UTC') - interval '25 days'";
+    let cutoff_lite = "strftime('%Y-%m-%d %H:%M:%f', 'now', '-20 days')";
+    let whole_lite = "strftime('%Y-%m-%d %H:%M:%f', 'now', '-25 days')";
+    let queries = |cutoff: &str, whole: &str| {
+        [
+            format!(
+                "SELECT id FROM executions WHERE created_at < {cutoff} AND finished_at < {cutoff} ORDER BY created_at LIMIT 1000"
+            ),
+            format!(
+                "SELECT id FROM executions WHERE finished_at < {cutoff} AND logs_purged_at IS NULL AND finished_at >= {whole} ORDER BY finished_at LIMIT 1000"
+            ),
+            format!(
+                "SELECT id FROM executions WHERE created_at < {cutoff} AND finished_at < {cutoff} AND proc_name = 'proc-3' ORDER BY created_at LIMIT 1000"
+            ),
+            "SELECT * FROM executions WHERE user_email = 'user3@example.com' ORDER BY created_at DESC, name DESC LIMIT 51".to_owned(),
+        ]
+    };
+    if backend == "postgres+redis" {
+        for query in queries(cutoff_pg, whole_pg) {
+            let plan = Command::new("psql")
+                .args([
+                    &database_url(server),
+                    "-Atqc",
+                    &format!("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {query}"),
+                ])
+                .output()
+                .unwrap();
+            eprintln!(
+                "PLAN {backend}: {query}\n{}",
+                String::from_utf8_lossy(&plan.stdout)
+            );
+        }
+    } else {
+        let path = server.data_dir.join("proctor.db");
+        for query in queries(cutoff_lite, whole_lite) {
+            let plan = Command::new("sqlite3")
+                .args([
+                    path.to_str().unwrap(),
+                    &format!("EXPLAIN QUERY PLAN {query}"),
+                ])
+                .output();
+            if let Ok(plan) = plan {
+                eprintln!(
+                    "PLAN {backend}: {query}\n{}",
+                    String::from_utf8_lossy(&plan.stdout)
+                );
+            }
+        }
+    }
+}
+
+/// Retention: the bytes a stored line costs; how fast the purge removes old runs and
+/// lines while runs are dispatched, and how much it slows them; the history list on
+/// many executions (with the purge's indexes in place).
+async fn retention(plan: &Plan, backend: &str, rows: &mut Vec<Row>) {
+    let b = backend.to_owned();
+    // The server keeps everything (its own passes remove nothing); `proctord purge`,
+    // a process of its own with the default retention, is the purge measured.
+    let keep = [
+        ("PROCTOR_EXECUTION_RETENTION_DAYS", "0".to_owned()),
+        ("PROCTOR_LOG_RETENTION_DAYS", "0".to_owned()),
+    ];
+    let server = Server::start(backend, &keep).await;
+    let client = reqwest::Client::new();
+
+    // Bytes per stored line: runs of up to 100,000 lines of 20-26 characters.
+    let per_run = plan.retention_lines.min(100_000);
+    let runs = plan.retention_lines / per_run;
+    server
+        .register(
+            &client,
+            "lines",
+            json!([
+                "sh",
+                "-c",
+                format!("seq 1 {per_run} | sed 's/^/log line number /'")
+            ]),
+            &[],
+        )
+        .await;
+    let before = database_bytes(&server, backend);
+    let mut names = Vec::new();
+    for _ in 0..runs {
+        names.push(server.execute(&client, "lines").await);
+    }
+    for name in &names {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while execution(&client, &server.base, name).await["status"] != "SUCCEEDED" {
+            assert!(Instant::now() < deadline, "the lines run did not finish");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let after = database_bytes(&server, backend);
+    let stored = runs * per_run;
+    rows.push(Row {
+        scenario: "retention",
+        backend: b.clone(),
+        metric: format!(
+            "bytes of database per stored log line ({stored} lines of 17-{} characters; {})",
+            16 + per_run.to_string().len() + 1,
+            if backend == "sqlite" {
+                "file + WAL after a checkpoint"
+            } else {
+                "pg_total_relation_size('execution_logs')"
+            }
+        ),
+        value: format!(
+            "{:.0}",
+            (after.saturating_sub(before)) as f64 / stored as f64
+        ),
+        target: "",
+    });
+
+    // The purge beside dispatch.
+    server.register(&client, "noop", json!(["true"]), &[]).await;
+    load_old_runs(
+        &server,
+        backend,
+        plan.retention_old_runs,
+        plan.retention_old_lines,
+    );
+    // Settle after the bulk load (SQLite: fold the WAL into the file; PostgreSQL:
+    // vacuum and analyze), then a window not measured: the first after a load is slow.
+    database_bytes(&server, backend);
+    if backend == "postgres+redis" {
+        psql(
+            &database_url(&server),
+            "VACUUM ANALYZE executions; VACUUM ANALYZE execution_logs",
+        );
+    }
+    let window = plan.retention_window;
+    sustained_noop(&server, window / 4).await;
+    let (alone_before, errors_before) = sustained_noop(&server, window).await;
+    let mut env = server.env.clone();
+    env.retain(|(k, _)| !k.contains("RETENTION_DAYS"));
+    let purge_started = Instant::now();
+    let purge = Command::new(env!("CARGO_BIN_EXE_proctord"))
+        .arg("purge")
+        .envs(env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (beside, errors_beside) = sustained_noop(&server, window).await;
+    let purge_output = tokio::task::spawn_blocking(move || purge.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let purge_took = purge_started.elapsed();
+    let (alone_after, errors_after) = sustained_noop(&server, window).await;
+    let printed = String::from_utf8_lossy(&purge_output.stdout).into_owned();
+    assert!(
+        purge_output.status.success(),
+        "proctord purge failed: {printed}{}",
+        String::from_utf8_lossy(&purge_output.stderr)
+    );
+    let removed = |table: &str| -> u64 {
+        printed
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("removed ")?
+                    .strip_suffix(&format!(" row(s) of {table}"))?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0)
+    };
+    let (runs_removed, lines_removed) = (removed("executions"), removed("execution_logs"));
+    let expected_lines = (plan.retention_old_runs * plan.retention_old_lines) as u64;
+    assert_eq!(lines_removed, expected_lines, "every old line: {printed}");
+    let alone = (alone_before + alone_after) / 2.0;
+    rows.push(Row {
+        scenario: "retention",
+        backend: b.clone(),
+        metric: format!(
+            "purge of {} old runs, {} lines (half whole, half lines only) beside sustained dispatch: rows/s (runs + lines removed / seconds of the pass)",
+            plan.retention_old_runs, expected_lines
+        ),
+        value: format!(
+            "{:.0} ({runs_removed} + {lines_removed} in {:.1} s)",
+            (runs_removed + lines_removed) as f64 / purge_took.as_secs_f64(),
+            purge_took.as_secs_f64()
+        ),
+        target: "",
+    });
+    rows.push(Row {
+        scenario: "retention",
+        backend: b.clone(),
+        metric: format!(
+            "sustained dispatch, {}s windows: accepted/s alone (before, after), beside the purge; slowdown; errors",
+            window.as_secs()
+        ),
+        value: format!(
+            "{alone_before:.0}, {alone_after:.0}; {beside:.0}; {:.1} %; {}",
+            (1.0 - beside / alone) * 100.0,
+            errors_before + errors_beside + errors_after
+        ),
+        target: "≤ 10 %, 0",
+    });
+    drop(server);
+
+    // The history list on many executions.
+    let server = Server::start(backend, &keep).await;
+    let loaded_in = load_executions(&server, backend, plan.stats_executions);
+    if !plan.smoke {
+        explain_purge(&server, backend);
+    }
+    let n = plan.stats_executions;
+    for (path, what) in [
+        ("/api/v1/executions", "newest page"),
+        ("/api/v1/executions?proc=proc-3", "one proc"),
+        (
+            "/api/v1/executions?proc=proc-3&status=FAILED",
+            "one proc, one status",
+        ),
+        ("/api/v1/executions?status=CANCELLED", "one status"),
+        ("/api/v1/executions?user=user3@example.com", "one user"),
+        (
+            "/api/v1/executions?since=2026-01-01T00:00:00Z&offset=450&limit=50",
+            "a since, 10th page",
+        ),
+    ] {
+        let latencies = at_100_per_second(
+            plan.stats_requests,
+            || client.get(format!("{}{path}", server.base)),
+            async |response| {
+                assert_eq!(response.status().as_u16(), 200, "{path}");
+                response.bytes().await.unwrap();
+            },
+        )
+        .await;
+        rows.push(Row {
+            scenario: "retention",
+            backend: b.clone(),
+            metric: format!(
+                "history GET {path} ({what}) over {n} executions (loaded in {:.0}s), p50 / p99 (ms)",
+                loaded_in.as_secs_f64()
+            ),
+            value: format!(
+                "{:.2} / {:.2}",
+                percentile(&latencies, 50.0),
+                percentile(&latencies, 99.0)
+            ),
+            target: "p99 ≤ 50",
+        });
+    }
+}
+
 /// The database URL a server was given.
 fn database_url(server: &Server) -> String {
     server
@@ -1398,6 +1765,9 @@ fn main() {
             }
             if runs("stats") {
                 stats(&plan, backend, &mut rows).await;
+            }
+            if runs("retention") {
+                retention(&plan, backend, &mut rows).await;
             }
             // The browser's side is measured once: the server's reads are in `stats`.
             if runs("console") && *backend == "sqlite" {

@@ -233,7 +233,7 @@ struct Stopping {
 }
 
 impl Stopping {
-    /// Stops firing schedules (other replicas' claims take over), ends the local runs
+    /// Stops firing schedules (other replicas' claims take over) and purging, ends the local runs
     /// as interrupted and waits until that is written, stops following Kubernetes
     /// runs, stores every buffered line and closes the log sessions after their last
     /// line, hands the Kubernetes runs' leases over, then stops the HTTP server.
@@ -248,6 +248,7 @@ impl Stopping {
             .dispatcher
             .send(crate::actors::dispatcher::PauseQueue)
             .await;
+        let _ = self.actors.purger.send(crate::actors::purger::Stop).await;
         let handed_over = match tokio::time::timeout_at(deadline, self.executor.shutdown()).await {
             Ok(runs) => runs,
             Err(_) => {

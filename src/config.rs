@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
+use crate::model::proc::MAX_RETENTION_DAYS;
+
 /// The compiled-in defaults: the one place a default value is written.
 pub const DEFAULTS: &str = include_str!("../config/default.toml");
 
@@ -193,6 +195,19 @@ pub struct KubeSettings {
     pub pod_policy: crate::model::PodPolicy,
 }
 
+/// How long finished runs are kept: a number of days, or `None` for ever. A proc's
+/// metadata may set its own (see [`crate::model::ProcMetadata`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Runs (their records and log lines) finished longer ago than this are removed.
+    pub execution_days: Option<u32>,
+    /// Log lines of runs finished longer ago than this are removed; the record stays
+    /// until `execution_days`. Never longer than `execution_days`.
+    pub log_days: Option<u32>,
+    /// How often the background purge runs.
+    pub interval: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub struct MailSettings {
     /// The From address; MAIL_USERNAME when that is an address, else proctor@localhost.
@@ -243,6 +258,8 @@ pub struct Settings {
     pub local_max_concurrent_runs: usize,
     pub logs_stream_read_buffer_size: usize,
     pub logs_stream_write_buffer_size: usize,
+    /// How long finished runs and their log lines are kept.
+    pub retention: Retention,
     pub kube: KubeSettings,
     pub min_client_version: Option<semver::Version>,
     pub scheduled_jobs_fetch_interval: Duration,
@@ -528,6 +545,8 @@ impl Settings {
             ));
         }
 
+        let retention = read_retention(raw)?;
+
         let min_client_version = raw
             .optional("min_client_version")
             .map(|v| {
@@ -653,6 +672,7 @@ impl Settings {
                 .parse("logs_stream_read_buffer_size", "a number of bytes")?,
             logs_stream_write_buffer_size: raw
                 .parse("logs_stream_write_buffer_size", "a number of bytes")?,
+            retention,
             kube,
             min_client_version,
             scheduled_jobs_fetch_interval: Duration::from_secs(fetch_minutes * 60),
@@ -1051,6 +1071,43 @@ fn read_public_url(raw: &Raw) -> Result<Option<String>, SettingsError> {
     }
 }
 
+fn read_retention(raw: &Raw) -> Result<Retention, SettingsError> {
+    let days = |key: &str| -> Result<Option<u32>, SettingsError> {
+        let days: u32 = raw.parse(key, "a number of days (0 keeps for ever)")?;
+        if days > MAX_RETENTION_DAYS {
+            return Err(SettingsError::new(
+                key,
+                format!("must be at most {MAX_RETENTION_DAYS} days (0 keeps for ever), got {days}"),
+            ));
+        }
+        Ok((days > 0).then_some(days))
+    };
+    let execution_days = days("execution_retention_days")?;
+    let log_days = days("log_retention_days")?;
+    if let (Some(runs), Some(logs)) = (execution_days, log_days)
+        && logs > runs
+    {
+        return Err(SettingsError::new(
+            "log_retention_days",
+            format!(
+                "is {logs} days, longer than PROCTOR_EXECUTION_RETENTION_DAYS ({runs}): a run's lines go with its record, so set it to {runs} or less"
+            ),
+        ));
+    }
+    let minutes: u64 = raw.parse("purge_interval_minutes", "a number of minutes")?;
+    if !(1..=1440).contains(&minutes) {
+        return Err(SettingsError::new(
+            "purge_interval_minutes",
+            format!("must be between 1 and 1440 (a day), got {minutes}"),
+        ));
+    }
+    Ok(Retention {
+        execution_days,
+        log_days,
+        interval: Duration::from_secs(minutes * 60),
+    })
+}
+
 fn read_sentry_dsn(raw: &Raw) -> Result<Option<Sensitive<String>>, SettingsError> {
     let Some(dsn) = raw.optional("sentry_dsn") else {
         return Ok(None);
@@ -1269,6 +1326,25 @@ mod tests {
             (
                 &[("scheduled_jobs_fetch_interval_in_mins", "0")],
                 "PROCTOR_SCHEDULED_JOBS_FETCH_INTERVAL_IN_MINS",
+            ),
+            (
+                &[("execution_retention_days", "-1")],
+                "PROCTOR_EXECUTION_RETENTION_DAYS: expected a number of days",
+            ),
+            (
+                &[("log_retention_days", "99999")],
+                "PROCTOR_LOG_RETENTION_DAYS: must be at most 36500 days",
+            ),
+            (
+                &[
+                    ("execution_retention_days", "30"),
+                    ("log_retention_days", "90"),
+                ],
+                "PROCTOR_LOG_RETENTION_DAYS: is 90 days, longer than PROCTOR_EXECUTION_RETENTION_DAYS (30)",
+            ),
+            (
+                &[("purge_interval_minutes", "0")],
+                "PROCTOR_PURGE_INTERVAL_MINUTES: must be between 1 and 1440",
             ),
         ];
         for (pairs, expected) in cases {
@@ -1504,6 +1580,27 @@ mod tests {
         let s = settings(&[("new_relic_licence_key", "x"), ("app_prot", "1")]).unwrap();
         assert!(s.warnings.iter().any(|w| w.contains("Prometheus")));
         assert!(s.warnings.iter().any(|w| w.contains("PROCTOR_APP_PROT")));
+    }
+
+    #[test]
+    fn retention_keeps_a_year_of_runs_and_a_month_of_lines_and_zero_means_for_ever() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.retention.execution_days, Some(365));
+        assert_eq!(s.retention.log_days, Some(30));
+        assert_eq!(s.retention.interval, Duration::from_secs(600));
+        let s = settings(&[
+            ("execution_retention_days", "0"),
+            ("log_retention_days", "400"),
+        ])
+        .unwrap();
+        assert_eq!(s.retention.execution_days, None, "0 keeps records for ever");
+        assert_eq!(
+            s.retention.log_days,
+            Some(400),
+            "then lines may be kept longer than a year"
+        );
+        let s = settings(&[("log_retention_days", "0")]).unwrap();
+        assert_eq!(s.retention.log_days, None, "lines as long as their record");
     }
 
     #[test]

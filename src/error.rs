@@ -44,6 +44,8 @@ pub enum ErrorKind {
     NotFound,
     MethodNotAllowed,
     Conflict,
+    /// Was there, and was removed on purpose (retention removed a run's lines).
+    Gone,
     PayloadTooLarge,
     UnsupportedMediaType,
     TooManyRequests,
@@ -60,6 +62,7 @@ impl ErrorKind {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::Conflict => StatusCode::CONFLICT,
+            ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,

@@ -114,6 +114,7 @@ pub mod names {
     pub const RUNS_TAKEN_OVER: &str = "proctor_runs_taken_over_total";
     pub const REFUSED_CREDENTIALS: &str = "proctor_refused_credentials_total";
     pub const AUDIT_WRITE_FAILURES: &str = "proctor_audit_write_failures_total";
+    pub const PURGED_ROWS: &str = "proctor_purged_rows_total";
 }
 
 fn describe_metrics() {
@@ -149,6 +150,10 @@ fn describe_metrics() {
         "Runs this replica claimed after their owner's lease expired"
     );
     describe_counter!(LOG_LINES, "Log lines received from runs");
+    describe_counter!(
+        PURGED_ROWS,
+        "Rows removed by retention, by table (executions, execution_logs, schedule_fires)"
+    );
     describe_counter!(
         SCHEDULE_FIRES,
         "Schedule fires, by outcome (dispatched, backfilled, skipped, failed, claimed_elsewhere)"

@@ -633,8 +633,14 @@ async function runPage(view, ctx, name) {
         el("dt", {}, "Created"), facts.created, el("dt", {}, "Started"), facts.started,
         el("dt", {}, "Finished"), facts.finished, el("dt", {}, "Duration"), facts.duration,
         el("dt", {}, "Args"), args))),
-    el("p", { class: "actions" }, cancel, again), actionError,
-    el("section", { class: "panel", "aria-label": "Log" }, log.root));
+    el("p", { class: "actions" }, cancel, again), actionError);
+  if (run.logs_purged_at) {
+    // Retention removed the lines; the record is kept a while longer.
+    view.append(el("section", { class: "panel", "aria-label": "Log" },
+      el("p", { class: "muted" }, `The log lines of this run were removed by retention on ${run.logs_purged_at.slice(0, 10)}.`)));
+    return;
+  }
+  view.append(el("section", { class: "panel", "aria-label": "Log" }, log.root));
   await log.start();
 }
 

@@ -14,6 +14,7 @@ pub mod dispatcher;
 pub mod log_fanout;
 pub mod mailer;
 pub mod notifier;
+pub mod purger;
 pub mod ticker;
 pub mod watcher;
 
@@ -22,6 +23,7 @@ pub use dispatcher::{Cancel, DispatchError, Dispatcher, Execute, Promote, RunDef
 pub use log_fanout::LogFanout;
 pub use mailer::Mailer;
 pub use notifier::Notifier;
+pub use purger::Purger;
 pub use ticker::Ticker;
 pub use watcher::Watcher;
 
@@ -36,6 +38,8 @@ pub struct Actors {
     pub cluster: Addr<Cluster>,
     /// `None` on a replica with PROCTOR_SCHEDULER=off.
     pub ticker: Option<Addr<Ticker>>,
+    /// Retention's background purge.
+    pub purger: Addr<Purger>,
 }
 
 /// How many executions' events are written at once.
@@ -132,6 +136,11 @@ pub fn start(
         })
     });
 
+    let purger = {
+        let (store, interval) = (stores.purge.clone(), settings.retention.interval);
+        Supervisor::start(move |_| Purger::new(store, interval))
+    };
+
     let ExecutorStreams {
         mut events,
         mut logs,
@@ -185,5 +194,6 @@ pub fn start(
         notifier,
         cluster,
         ticker,
+        purger,
     }
 }

@@ -362,7 +362,8 @@ const DOWNLOAD_PAGE: i64 = 10_000;
             (String = "text/event-stream")
         )),
         (status = 204, description = "server-sent events resumed with Last-Event-ID after the run ended and every line was sent"),
-        ClientErrors
+        ClientErrors,
+        (status = 410, description = "retention removed the run's lines (the record is kept); `detail.logs_purged_at` says when", body = ErrorBody)
     ),
     security(("email" = [], "token" = []))
 )]
@@ -374,6 +375,7 @@ pub async fn stored_logs(
     query: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let execution = find_visible(&state, &caller, &name).await?;
+    lines_kept(&execution)?;
     let after = query.since_seq.unwrap_or(0);
     if after < 0 {
         return Err(ApiError::bad_request("since_seq must be 0 or more"));
@@ -434,6 +436,25 @@ async fn follow_events(
         return Ok(HttpResponse::NoContent().finish());
     }
     super::logs::events(state, execution, after)
+}
+
+/// 410 Gone when retention removed the run's lines (its record stays a while longer):
+/// an empty answer would read as "the run printed nothing".
+pub fn lines_kept(execution: &Execution) -> Result<(), ApiError> {
+    let Some(at) = execution.logs_purged_at else {
+        return Ok(());
+    };
+    let at = at
+        .and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Err(ApiError::new(
+        ErrorKind::Gone,
+        format!(
+            "the log lines of execution {} were removed by retention on {at} (PROCTOR_LOG_RETENTION_DAYS or the proc's log_retention_days); its record is kept",
+            execution.name
+        ),
+    )
+    .with_detail(serde_json::json!({"logs_purged_at": at, "status": execution.status.as_str()})))
 }
 
 /// Stored lines as the text the log routes answer with: each followed by a newline.

@@ -60,7 +60,8 @@ pub struct LogsQuery {
     params(LogsQuery),
     responses(
         (status = 101, description = "websocket: one text frame per line, then a close frame whose reason is the final status"),
-        ClientErrors
+        ClientErrors,
+        (status = 410, description = "retention removed the run's lines (the record is kept)", body = crate::error::ErrorBody)
     ),
     security(("email" = [], "token" = []))
 )]
@@ -76,6 +77,7 @@ pub async fn stream(
         return Err(ApiError::bad_request("after must be 0 or more"));
     }
     let execution = find_visible(&state, &caller, query.job_name.trim()).await?;
+    super::executions::lines_kept(&execution)?;
     let session = LogSession::<Ws>::new(&state, execution, after)?;
     ws::start(session, &req, payload)
         .map_err(|e| ApiError::bad_request(format!("this URL speaks websocket only: {e}")))

@@ -33,6 +33,14 @@ enum Command {
     Token(TokenCommand),
     /// Print a new random PROCTOR_SECRETS_KEY.
     Keygen,
+    /// Remove, now, the runs and log lines older than their retention (the server
+    /// does it in the background every PROCTOR_PURGE_INTERVAL_MINUTES); prints the
+    /// rows removed per table.
+    Purge {
+        /// Count what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -102,7 +110,7 @@ fn main() -> ExitCode {
         print_new_key();
         return ExitCode::SUCCESS;
     }
-    if !matches!(command, Command::Serve) {
+    if !matches!(command, Command::Serve | Command::Purge { .. }) {
         // Admin commands need the database settings only (no secrets key, no Redis).
         let database = match Settings::load_database() {
             Ok(database) => database,
@@ -127,7 +135,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if settings.executor == ExecutorKind::Local {
+    if matches!(command, Command::Serve) && settings.executor == ExecutorKind::Local {
         // Forked now, while proctord is still one thread: Sentry, tracing and the
         // runtime start theirs just below.
         if let Err(e) = proctor::executor::guard::start() {
@@ -137,7 +145,12 @@ fn main() -> ExitCode {
     }
     let _sentry = proctor::telemetry::init_sentry(&settings);
     proctor::telemetry::init_tracing(&settings);
-    let result = actix_web::rt::System::new().block_on(serve(settings));
+    let result = actix_web::rt::System::new().block_on(async move {
+        match command {
+            Command::Purge { dry_run } => purge(settings, dry_run).await,
+            _ => serve(settings).await,
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -150,6 +163,21 @@ fn main() -> ExitCode {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
     app.run_until_stopped().await?;
+    Ok(())
+}
+
+/// `proctord purge`: one whole pass now (it reads the procs' own retention, so it
+/// needs the stores, and so every setting).
+async fn purge(settings: Settings, dry_run: bool) -> anyhow::Result<()> {
+    let (stores, _) = proctor::store::Stores::open(&settings).await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let removed = proctor::actors::purger::count_removed();
+    let Some(report) = stores.purge.run(dry_run, stop, removed).await? else {
+        anyhow::bail!(
+            "another proctord is purging this database now; nothing was removed (try again when it is done)"
+        );
+    };
+    print!("{}", purge_summary(&settings, &report));
     Ok(())
 }
 
@@ -294,6 +322,7 @@ async fn admin(command: Command, database: DatabaseSettings) -> anyhow::Result<(
                 }
             }
         }
+        Command::Purge { .. } => unreachable!("needs every setting: handled in main"),
     }
     Ok(())
 }
@@ -350,6 +379,42 @@ fn process_uid() -> String {
                 .and_then(|ids| ids.split_whitespace().next().map(str::to_owned))
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// What `proctord purge` prints: the retention in effect, then one line per table.
+fn purge_summary(settings: &Settings, report: &proctor::store::PurgeReport) -> String {
+    let days = |d: Option<u32>, never: &str| d.map_or(never.to_owned(), |d| format!("{d} days"));
+    let retention = &settings.retention;
+    let mut text = format!(
+        "retention: runs {}, log lines {} (a proc's metadata may set its own)\n",
+        days(retention.execution_days, "for ever"),
+        days(retention.log_days, "as long as their run"),
+    );
+    let verb = if report.dry_run {
+        "would remove"
+    } else {
+        "removed"
+    };
+    for table in ["executions", "execution_logs", "schedule_fires"]
+        .into_iter()
+        .chain(report.removed.keys().copied())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        text.push_str(&format!(
+            "{verb} {} row(s) of {table}\n",
+            report.rows(table)
+        ));
+    }
+    text.push_str(&format!(
+        "runs keeping their record without their lines: {}{}\n",
+        report.runs_without_lines,
+        if report.dry_run {
+            " (dry run: nothing was removed)"
+        } else {
+            ""
+        }
+    ));
+    text
 }
 
 fn print_new_key() {

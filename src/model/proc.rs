@@ -57,12 +57,24 @@ pub struct ProcMetadata {
     /// serviceAccountName, imagePullSecrets, labels), within the operator's allowlists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<super::pod::PodOptions>,
+    /// Days this proc's finished runs are kept (0: for ever), overriding
+    /// PROCTOR_EXECUTION_RETENTION_DAYS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 36500)]
+    pub execution_retention_days: Option<u32>,
+    /// Days the log lines of this proc's finished runs are kept (0: as long as the
+    /// run), overriding PROCTOR_LOG_RETENTION_DAYS; never longer than the run is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 36500)]
+    pub log_retention_days: Option<u32>,
 }
 
 /// The largest `max_concurrent_runs` a proc may declare.
 pub const MAX_CONCURRENT_RUNS: u32 = 1000;
 
 const MAX_TEXT: usize = 4096;
+/// The longest retention a proc may ask for: 100 years.
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl ProcMetadata {
     /// Every problem with the metadata, as sentences naming the field; empty when valid.
@@ -133,6 +145,26 @@ impl ProcMetadata {
                 "max_concurrent_runs must be between 1 and {MAX_CONCURRENT_RUNS}, not {max} (leave it out for no limit)"
             ));
         }
+        for (field, days) in [
+            ("execution_retention_days", self.execution_retention_days),
+            ("log_retention_days", self.log_retention_days),
+        ] {
+            if let Some(days) = days
+                && days > MAX_RETENTION_DAYS
+            {
+                problems.push(format!(
+                    "{field} must be at most {MAX_RETENTION_DAYS} (0 keeps for ever), got {days}"
+                ));
+            }
+        }
+        if let (Some(runs), Some(logs)) = (self.execution_retention_days, self.log_retention_days)
+            && runs > 0
+            && (logs == 0 || logs > runs)
+        {
+            problems.push(format!(
+                "log_retention_days ({logs}) must not be longer than execution_retention_days ({runs}): a run's lines go with its record"
+            ));
+        }
         problems
     }
 
@@ -174,6 +206,11 @@ mod tests {
             json.get("command").is_none(),
             "absent command is not written"
         );
+        assert!(
+            json.get("execution_retention_days").is_none()
+                && json.get("log_retention_days").is_none(),
+            "absent retention is not written: older readers see the metadata they know"
+        );
         assert_eq!(serde_json::from_value::<ProcMetadata>(json).unwrap(), proc);
     }
 
@@ -187,12 +224,15 @@ mod tests {
         });
         proc.authorized_groups.push("two words".into());
         proc.command = Some(vec![]);
+        proc.execution_retention_days = Some(7);
+        proc.log_retention_days = Some(40);
         let problems = proc.problems().join("\n");
         for needle in [
             "image_name",
             "NAME is declared more than once",
             "authorized_groups",
             "command",
+            "log_retention_days (40) must not be longer than execution_retention_days (7)",
         ] {
             assert!(
                 problems.contains(needle),

@@ -33,6 +33,7 @@ pub mod leases;
 pub mod logs;
 pub mod notifications;
 pub mod procs;
+pub mod purge;
 pub mod redis;
 pub mod schedules;
 pub mod schema;
@@ -49,6 +50,7 @@ pub use self::leases::{Claimed, LeaseStore, Ownership};
 pub use self::logs::{LogStore, Resume, StoredLine};
 pub use self::notifications::{Attempt, Delivery, NotificationStore};
 pub use self::procs::ProcStore;
+pub use self::purge::{PurgeReport, PurgeStore};
 pub use self::redis::Redis;
 pub use self::schedules::{Fire, NewSchedule, Schedule, ScheduleStore};
 pub use self::secrets::SecretStore;
@@ -433,6 +435,8 @@ pub struct Stores {
     pub leases: LeaseStore,
     /// Announcements between replicas.
     pub bus: Bus,
+    /// Retention: removes old runs and lines, on a connection of its own.
+    pub purge: PurgeStore,
 }
 
 /// What a message at start-up says about the secrets key.
@@ -486,6 +490,7 @@ impl Stores {
         };
         let schedules = ScheduleStore::new(db.clone());
         let notifications = NotificationStore::new(db.clone());
+        let purge = PurgeStore::new(db.reserved(), procs.clone(), settings.retention);
         Ok((
             Self {
                 db,
@@ -500,6 +505,7 @@ impl Stores {
                 notifications,
                 leases,
                 bus,
+                purge,
             },
             source,
         ))

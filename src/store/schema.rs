@@ -86,6 +86,7 @@ diesel::table! {
         owner -> Nullable<Text>,
         lease_expires_at -> Nullable<Timestamp>,
         notify -> Text,
+        logs_purged_at -> Nullable<Timestamp>,
     }
 }
 

@@ -8,7 +8,7 @@ use crate::helpers::{
     Backend, TEST_SECRETS_KEY, backends, create_postgres_database, drop_postgres_database, temp_dir,
 };
 
-fn proctord(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn proctord(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_proctord"));
     command.args(args);
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("PROCTOR_")) {
@@ -18,11 +18,11 @@ fn proctord(args: &[&str], env: &[(&str, &str)]) -> Output {
     command.output().expect("proctord runs")
 }
 
-fn stdout(output: &Output) -> String {
+pub(crate) fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn stderr(output: &Output) -> String {
+pub(crate) fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -314,7 +314,7 @@ fn postgres_must_be_migrated_before_serving_and_migrate_is_idempotent() {
     let first = proctord(&["migrate"], &database_only);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).starts_with("applied 10 migration(s): "),
+        stdout(&first).starts_with("applied 11 migration(s): "),
         "{}",
         stdout(&first)
     );

@@ -87,6 +87,7 @@ pub struct TestApp {
     pub backend: Backend,
     pub client: reqwest::Client,
     pub stores: Stores,
+    pub actors: proctor::actors::Actors,
     pub admin: Caller,
     pub member: Caller,
     pub outsider: Caller,
@@ -177,6 +178,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
         .await
         .expect("the app starts");
     let stores = app.stores().clone();
+    let actors = app.actors().clone();
     let address = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
 
@@ -192,6 +194,7 @@ pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> Tes
             .build()
             .unwrap(),
         stores,
+        actors,
         admin,
         member,
         outsider,

@@ -23,6 +23,7 @@ mod orphans;
 mod procs;
 mod queue;
 mod replica;
+mod retention;
 mod schedules;
 mod secrets;
 mod stats;

@@ -46,7 +46,7 @@ fn parse_prometheus(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
-async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
+pub(crate) async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
     let response = app
         .request(Method::GET, "/metrics", None)
         .send()
@@ -62,7 +62,7 @@ async fn scrape(app: &TestApp) -> BTreeMap<String, f64> {
     parse_prometheus(&response.text().await.unwrap())
 }
 
-fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+pub(crate) fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
     samples.get(series).copied().unwrap_or(0.0)
 }
 

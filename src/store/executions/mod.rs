@@ -45,6 +45,7 @@ struct Row {
     owner: Option<String>,
     lease_expires_at: Option<NaiveDateTime>,
     notify: String,
+    logs_purged_at: Option<NaiveDateTime>,
 }
 
 /// An execution as the API shows it.
@@ -86,6 +87,10 @@ pub struct Execution {
     /// Where its end is told (webhooks, Slack), URLs masked.
     #[serde(serialize_with = "crate::model::notify::serialize_masked")]
     pub notify: Vec<NotifyTarget>,
+    /// When retention removed its log lines (the record is kept longer); absent while
+    /// they are stored.
+    #[serde(with = "utc_option", skip_serializing_if = "Option::is_none")]
+    pub logs_purged_at: Option<NaiveDateTime>,
 }
 
 /// A stored (naive, UTC) time as RFC 3339 with `Z`.
@@ -156,6 +161,7 @@ impl TryFrom<Row> for Execution {
             lease_expires_at: row.lease_expires_at,
             queue_position: None,
             notify,
+            logs_purged_at: row.logs_purged_at,
         })
     }
 }
@@ -244,6 +250,7 @@ impl ExecutionStore {
             owner: Some(self.ownership.replica.to_string()),
             lease_expires_at: Some(self.ownership.expiry()),
             notify: serde_json::to_string(&new.notify).expect("targets serialize"),
+            logs_purged_at: None,
         };
         let execution = Execution::try_from(row.clone())?;
         self.writer.write(Op::Insert(Box::new(row))).await?;

@@ -113,6 +113,7 @@ impl super::ExecutionStore {
                         finished_at: None,
                         callback_url: new.callback_url.clone(),
                         notify: serde_json::to_string(&new.notify).expect("targets serialize"),
+                        logs_purged_at: None,
                         attempts: 0,
                         owner: start.then(|| me.clone()),
                         lease_expires_at: start.then_some(until),
