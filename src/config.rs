@@ -204,6 +204,8 @@ pub struct Retention {
     /// Log lines of runs finished longer ago than this are removed; the record stays
     /// until `execution_days`. Never longer than `execution_days`.
     pub log_days: Option<u32>,
+    /// Audit records older than this are removed (kept longer than runs by default).
+    pub audit_days: Option<u32>,
     /// How often the background purge runs.
     pub interval: Duration,
 }
@@ -1084,6 +1086,7 @@ fn read_retention(raw: &Raw) -> Result<Retention, SettingsError> {
     };
     let execution_days = days("execution_retention_days")?;
     let log_days = days("log_retention_days")?;
+    let audit_days = days("audit_retention_days")?;
     if let (Some(runs), Some(logs)) = (execution_days, log_days)
         && logs > runs
     {
@@ -1104,6 +1107,7 @@ fn read_retention(raw: &Raw) -> Result<Retention, SettingsError> {
     Ok(Retention {
         execution_days,
         log_days,
+        audit_days,
         interval: Duration::from_secs(minutes * 60),
     })
 }

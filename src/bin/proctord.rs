@@ -386,19 +386,25 @@ fn purge_summary(settings: &Settings, report: &proctor::store::PurgeReport) -> S
     let days = |d: Option<u32>, never: &str| d.map_or(never.to_owned(), |d| format!("{d} days"));
     let retention = &settings.retention;
     let mut text = format!(
-        "retention: runs {}, log lines {} (a proc's metadata may set its own)\n",
+        "retention: runs {}, log lines {} (a proc's metadata may set its own), audit records {}\n",
         days(retention.execution_days, "for ever"),
         days(retention.log_days, "as long as their run"),
+        days(retention.audit_days, "for ever"),
     );
     let verb = if report.dry_run {
         "would remove"
     } else {
         "removed"
     };
-    for table in ["executions", "execution_logs", "schedule_fires"]
-        .into_iter()
-        .chain(report.removed.keys().copied())
-        .collect::<std::collections::BTreeSet<_>>()
+    for table in [
+        "executions",
+        "execution_logs",
+        "schedule_fires",
+        "audit_events",
+    ]
+    .into_iter()
+    .chain(report.removed.keys().copied())
+    .collect::<std::collections::BTreeSet<_>>()
     {
         text.push_str(&format!(
             "{verb} {} row(s) of {table}\n",

@@ -15,7 +15,7 @@
 //!   retention go; the record stays, with `logs_purged_at` set, so the logs API says
 //!   that retention removed them, and when.
 //! - [`Target::Expiring`]: rows of a table that simply expire by a time column (a
-//!   schedule's fires; the audit log adds itself here in a few lines).
+//!   schedule's fires, the audit log).
 //!
 //! Every step is idempotent (a delete of what is due), so two replicas purging at once
 //! would only waste work; on PostgreSQL a pass still runs on one replica at a time,
@@ -126,8 +126,8 @@ enum Scope {
 }
 
 /// One kind of record a pass removes. A table whose rows expire by a timestamp column
-/// needs no code of its own: add a [`Target::Expiring`] to [`PurgeStore::targets`] (the
-/// audit log: `Expiring { table: "audit_log", column: "at", days: ... }`).
+/// needs no code of its own: add a [`Target::Expiring`] to [`PurgeStore::targets`], as
+/// the audit log is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// Finished runs past their execution retention, with their lines.
@@ -185,6 +185,12 @@ impl PurgeStore {
                 table: "schedule_fires",
                 column: "fire_at",
                 days: retention.execution_days,
+            },
+            // Who changed what: PROCTOR_AUDIT_RETENTION_DAYS, longer than runs by default.
+            Target::Expiring {
+                table: "audit_events",
+                column: "at",
+                days: retention.audit_days,
             },
         ];
         Self {
@@ -603,6 +609,7 @@ mod tests {
         Retention {
             execution_days: runs,
             log_days: logs,
+            audit_days: None,
             interval: Duration::from_secs(600),
         }
     }

@@ -479,3 +479,68 @@ async fn a_purge_beside_runs_writing_their_lines_harms_none_of_them() {
         );
     }
 }
+
+/// Moves the audit records of `object` `days` into the past.
+async fn backdate_audit(app: &TestApp, object: &str, days: i64) {
+    use proctor::store::schema::audit_events;
+    let object = object.to_owned();
+    app.stores
+        .db
+        .run(move |conn| {
+            let target = audit_events::table.filter(audit_events::object.eq(&object));
+            let at = audit_events::at.eq(days_ago(days));
+            let changed = match conn {
+                DbConnection::Postgresql(c) => diesel::update(target).set(at).execute(c)?,
+                DbConnection::Sqlite(c) => diesel::update(target).set(at).execute(c)?,
+            };
+            assert!(changed > 0, "{object} has audit records");
+            Ok(())
+        })
+        .await
+        .unwrap();
+}
+
+#[actix_web::test]
+async fn audit_records_past_their_own_retention_go_and_the_rest_stay() {
+    for backend in backends() {
+        for (setting, expected_left) in [("730", 2), ("0", 3)] {
+            let app = spawn_app_with(backend, &[("audit_retention_days", setting)]).await;
+            for proc in ["ancient", "recent", "fresh"] {
+                register_script(&app, proc, "true", &[], json!({})).await;
+            }
+            // Older than two years; younger than two years but older than any run's
+            // retention (the audit log keeps its own).
+            backdate_audit(&app, "ancient", 800).await;
+            backdate_audit(&app, "recent", 400).await;
+            let dry = purge(&app, true).await;
+            assert_eq!(
+                dry.rows("audit_events"),
+                3 - expected_left,
+                "{backend:?} {setting}"
+            );
+            let report = purge(&app, false).await;
+            assert_eq!(
+                report.rows("audit_events"),
+                3 - expected_left,
+                "{backend:?} {setting}"
+            );
+            let left = count(&app, "SELECT COUNT(*) AS n FROM audit_events".into()).await;
+            assert_eq!(left, expected_left as i64, "{backend:?} {setting}");
+            let objects: Vec<String> = app
+                .stores
+                .audit
+                .list(proctor::store::AuditFilter {
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.object)
+                .collect();
+            assert!(objects.contains(&"recent".to_owned()), "{objects:?}");
+            assert!(objects.contains(&"fresh".to_owned()), "{objects:?}");
+            assert_eq!(objects.contains(&"ancient".to_owned()), setting == "0");
+        }
+    }
+}
