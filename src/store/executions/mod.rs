@@ -15,6 +15,34 @@ use super::leases::Ownership;
 use super::schema::executions;
 use super::{Db, StoreError};
 
+/// Inserts a new execution's [`Row`] on a connection of either backend (the writer's
+/// batches and the queue's admissions write the same columns).
+macro_rules! insert_row {
+    ($c:expr, $row:expr) => {{
+        let row: &Row = $row;
+        diesel::insert_into(executions::table)
+            .values((
+                executions::id.eq(&row.id),
+                executions::name.eq(&row.name),
+                executions::proc_name.eq(&row.proc_name),
+                executions::image.eq(&row.image),
+                executions::args.eq(&row.args),
+                executions::status.eq(&row.status),
+                executions::executor.eq(&row.executor),
+                executions::user_email.eq(&row.user_email),
+                executions::schedule_id.eq(&row.schedule_id),
+                executions::created_at.eq(row.created_at),
+                executions::updated_at.eq(row.updated_at),
+                executions::callback_url.eq(&row.callback_url),
+                executions::attempts.eq(row.attempts),
+                executions::owner.eq(&row.owner),
+                executions::lease_expires_at.eq(row.lease_expires_at),
+                executions::notify.eq(&row.notify),
+            ))
+            .execute($c)
+    }};
+}
+
 mod queue;
 mod stats;
 mod writer;
