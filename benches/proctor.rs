@@ -1750,6 +1750,7 @@ fn production_available() -> bool {
 }
 
 fn main() {
+    proctor::store::init_libpq_tls();
     rustls::crypto::ring::default_provider()
         .install_default()
         .ok();

@@ -100,6 +100,7 @@ fn parse_lifetime(text: &str) -> Result<chrono::Duration, String> {
 }
 
 fn main() -> ExitCode {
+    proctor::store::init_libpq_tls();
     rustls::crypto::ring::default_provider()
         .install_default()
         .expect("no other crypto provider is installed before main");

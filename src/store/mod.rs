@@ -224,6 +224,15 @@ fn build_pool(
         .build_unchecked(manager.clone())
 }
 
+/// Initialises the OpenSSL that libpq's TLS uses (linked from source for libpq
+/// alone) without its exit-time clean-up. By default OpenSSL frees its global state
+/// from an `atexit` handler, while pool threads may still be inside a TLS connection to
+/// PostgreSQL: a process exiting then crashes (SIGSEGV) now and then. Call it before
+/// any PostgreSQL connection is made; calling it again does nothing.
+pub fn init_libpq_tls() {
+    openssl_sys::init();
+}
+
 /// The relational database: a pool and the one way to use it, [`Db::run`].
 #[derive(Clone)]
 pub struct Db {
@@ -236,6 +245,7 @@ pub struct Db {
 impl Db {
     /// Builds the pool without connecting; the first use (or [`Db::check`]) connects.
     pub fn open(settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        init_libpq_tls();
         if settings.kind == DatabaseKind::Sqlite
             && let Some(dir) = Path::new(settings.url.expose()).parent()
             && !dir.as_os_str().is_empty()

@@ -41,6 +41,7 @@ pub enum Backend {
 fn production_services() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| {
+        proctor::store::init_libpq_tls();
         let problem = match diesel::PgConnection::establish(&postgres_url()) {
             Err(e) => Some(format!(
                 "PostgreSQL at {} is unreachable: {e}",
@@ -254,6 +255,7 @@ pub fn http_client() -> reqwest::Client {
 pub fn init_test_process() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
+        proctor::store::init_libpq_tls();
         rustls::crypto::ring::default_provider()
             .install_default()
             .ok();
