@@ -15,7 +15,7 @@
 //!   retention go; the record stays, with `logs_purged_at` set, so the logs API says
 //!   that retention removed them, and when.
 //! - [`Target::Expiring`]: rows of a table that simply expire by a time column (a
-//!   schedule's fires; the audit log adds itself here in a few lines, see [`Target`]).
+//!   schedule's fires; the audit log adds itself here in a few lines).
 //!
 //! Every step is idempotent (a delete of what is due), so two replicas purging at once
 //! would only waste work; on PostgreSQL a pass still runs on one replica at a time,
@@ -126,11 +126,8 @@ enum Scope {
 }
 
 /// One kind of record a pass removes. A table whose rows expire by a timestamp column
-/// needs no code of its own: add a [`Target::Expiring`] to the list in
-/// [`PurgeStore::new`] (the audit log, once merged: `Expiring { table: "audit_events",
-/// column: "at", days: retention.audit_days }`, with its setting beside the others in
-/// [`Retention`]). It is then removed in batches, counted in the metric under its
-/// table's name, printed by `proctord purge` and covered by `--dry-run`.
+/// needs no code of its own: add a [`Target::Expiring`] to [`PurgeStore::targets`] (the
+/// audit log: `Expiring { table: "audit_log", column: "at", days: ... }`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     /// Finished runs past their execution retention, with their lines.
