@@ -738,11 +738,21 @@ fn two_proctord_processes_on_one_database_fire_each_second_exactly_once() {
         dispatched.len(),
         "each fire its own execution"
     );
-    assert_eq!(
-        runs as usize,
-        dispatched.len(),
-        "one execution per fire, none extra"
+    // One execution per fire, none extra; but the replicas may be killed after the last
+    // fire's run was created and before its outcome was written, leaving that one run
+    // without its fire's record.
+    let unrecorded = runs as usize - dispatched.len().min(runs as usize);
+    assert!(
+        runs as usize >= dispatched.len() && unrecorded <= 1,
+        "one execution per fire, none extra: {runs} runs, {} fires dispatched",
+        dispatched.len()
     );
+    if unrecorded == 1 {
+        assert!(
+            fires.last().is_some_and(|f| f.1.is_none()),
+            "only the last fire may lack its run's record: {fires:?}"
+        );
+    }
     drop(conn);
     crate::helpers::drop_postgres_database(&database);
     std::fs::remove_dir_all(data_dir).unwrap();
