@@ -835,6 +835,12 @@ def test_a_procs_limits_and_pod_options_and_a_runs_deliveries_are_shown(open_con
             expect(row.locator(".last")).to_contain_text("200")
             assert "s3cret" not in page.locator("main").inner_text(), "the URL was shown unmasked"
             assert _Receiver.received.count("/hook?secret=s3cret") >= 1
+            # Nothing is pending any more: the page stops asking.
+            page.wait_for_timeout(1500)
+            asked = []
+            page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/notifications") else None)
+            page.wait_for_timeout(2500)
+            assert not asked, f"the delivery log was still polled: {asked}"
             console.check(f"run-notifications-{scheme}")
     finally:
         server.shutdown()
