@@ -471,7 +471,9 @@ async function procPage(view, ctx, name) {
     el("dt", {}, "Description"), el("dd", { id: "proc-description" }, proc.description || "—"),
     el("dt", {}, "Image"), el("dd", { id: "proc-image", class: "mono" }, proc.image_name),
     el("dt", {}, "Author"), el("dd", { id: "proc-author" }, [proc.author, proc.contributors].filter(Boolean).join("; ") || "—"),
-    el("dt", {}, "Groups"), el("dd", { id: "proc-groups" }, proc.authorized_groups?.length ? proc.authorized_groups.join(", ") : "everyone"));
+    el("dt", {}, "Groups"), el("dd", { id: "proc-groups" }, proc.authorized_groups?.length ? proc.authorized_groups.join(", ") : "everyone"),
+    procLimits(proc));
+  const pod = podFacts(proc.pod);
   const argList = el("ul", { id: "proc-args" }, args.length ? args.map((a) =>
     el("li", { dataset: { arg: a.name } }, el("code", {}, a.name), a.description ? ` — ${a.description}` : "")) : el("li", { class: "muted" }, "none"));
   const secretList = el("ul", { id: "proc-secrets" }, secrets.length ? secrets.map((s) =>
@@ -534,8 +536,49 @@ async function procPage(view, ctx, name) {
   describe();
   view.append(el("h1", {}, proc.name),
     el("div", { class: "grid" },
-      el("section", { class: "panel" }, facts, el("h2", {}, "Args"), argList, el("h2", {}, "Secrets"), secretList),
+      el("section", { class: "panel" }, facts, el("h2", {}, "Args"), argList, el("h2", {}, "Secrets"), secretList,
+        pod && el("h2", { id: "proc-pod-title" }, "Pod options"), pod),
       el("section", { class: "panel", "aria-labelledby": "run-title" }, el("h2", { id: "run-title" }, "Run"), form)));
+}
+
+/** The facts of a proc's own limits, each only when it sets it. */
+function procLimits(proc) {
+  const days = (n, zero) => (n === 0 ? zero : `${n} day${n === 1 ? "" : "s"}`);
+  const facts = [];
+  if (proc.max_concurrent_runs != null) {
+    facts.push(el("dt", {}, "Concurrency"), el("dd", { id: "proc-max-concurrent", dataset: { value: proc.max_concurrent_runs } },
+      `At most ${proc.max_concurrent_runs} run${proc.max_concurrent_runs === 1 ? "" : "s"} at once; more wait as QUEUED`));
+  }
+  if (proc.execution_retention_days != null) {
+    facts.push(el("dt", {}, "Runs kept"), el("dd", { id: "proc-execution-retention", dataset: { value: proc.execution_retention_days } },
+      days(proc.execution_retention_days, "for ever")));
+  }
+  if (proc.log_retention_days != null) {
+    facts.push(el("dt", {}, "Log lines kept"), el("dd", { id: "proc-log-retention", dataset: { value: proc.log_retention_days } },
+      days(proc.log_retention_days, "as long as the run")));
+  }
+  return facts;
+}
+
+/** A proc's Kubernetes pod options as a definition list (null when it has none). */
+function podFacts(pod) {
+  if (!pod || typeof pod !== "object") return null;
+  const pairs = (map) => Object.entries(map || {}).map(([k, v]) => `${k}=${v}`);
+  const rows = [];
+  const row = (key, label, lines) => {
+    if (lines.length) rows.push(el("dt", {}, label), el("dd", { class: "mono lines", dataset: { pod: key } }, lines.join("\n")));
+  };
+  const resources = pod.resources || {};
+  row("requests", "Requests", pairs(resources.requests));
+  row("limits", "Limits", pairs(resources.limits));
+  row("nodeSelector", "Node selector", pairs(pod.nodeSelector));
+  row("tolerations", "Tolerations", (pod.tolerations || []).map((t) =>
+    `${t.key ?? "*"}${t.operator === "Exists" ? " exists" : `=${t.value ?? ""}`}${t.effect ? `:${t.effect}` : ""}`
+    + `${t.tolerationSeconds != null ? ` for ${t.tolerationSeconds} s` : ""}`));
+  row("serviceAccountName", "Service account", pod.serviceAccountName ? [pod.serviceAccountName] : []);
+  row("imagePullSecrets", "Image pull secrets", (pod.imagePullSecrets || []).map((r) => r.name));
+  row("labels", "Labels", pairs(pod.labels));
+  return rows.length ? el("dl", { id: "proc-pod", class: "facts" }, rows) : null;
 }
 
 /** Puts the server's 400 about args next to the fields it names. */
@@ -621,6 +664,8 @@ async function runPage(view, ctx, name) {
   });
   ctx.onLeave(() => log.close());
   ctx.every(1000, () => { if (!FINAL.has(run.status)) refresh(); });
+  const notifications = new NotificationsView(name, () => run);
+  ctx.every(1000, () => { if (notifications.wanted()) notifications.refresh(); });
   view.append(
     el("div", { class: "actions" }, el("h1", {}, run.name), status),
     el("p", { class: "muted" }, "Proc ", el("a", { href: `/procs/${enc(run.proc_name)}` }, run.proc_name), ` · image ${run.image} · ${run.executor} executor`),
@@ -633,7 +678,8 @@ async function runPage(view, ctx, name) {
         el("dt", {}, "Created"), facts.created, el("dt", {}, "Started"), facts.started,
         el("dt", {}, "Finished"), facts.finished, el("dt", {}, "Duration"), facts.duration,
         el("dt", {}, "Args"), args))),
-    el("p", { class: "actions" }, cancel, again), actionError);
+    el("p", { class: "actions" }, cancel, again), actionError, notifications.root);
+  await notifications.refresh();
   if (run.logs_purged_at) {
     // Retention removed the lines; the record is kept a while longer.
     view.append(el("section", { class: "panel", "aria-label": "Log" },
@@ -642,6 +688,82 @@ async function runPage(view, ctx, name) {
   }
   view.append(el("section", { class: "panel", "aria-label": "Log" }, log.root));
   await log.start();
+}
+
+/**
+ * A run's notify targets (masked by the server) and the delivery log of its end
+ * notifications. It is read while the run goes on and after it ends until every
+ * delivery its targets call for is there and none is pending.
+ */
+class NotificationsView {
+  static PATIENCE = 60;
+
+  constructor(name, current) {
+    this.name = name;
+    this.current = current;
+    this.deliveries = [];
+    this.checksAfterEnd = 0;
+    this.busy = false;
+    this.targets = el("ul", { id: "run-notify" });
+    this.body = el("tbody");
+    this.root = el("section", { class: "panel", id: "run-notifications", "aria-labelledby": "run-notifications-title", hidden: true },
+      el("h2", { id: "run-notifications-title" }, "Notifications"), this.targets,
+      el("div", { class: "table-wrap" }, el("table", { id: "run-deliveries" },
+        el("caption", { class: "muted" }, "Deliveries"),
+        el("thead", {}, el("tr", {}, ["Kind", "Target", "Status", "Attempts", "Last answer", "Created", "Updated", "Delivered"].map((h, i) =>
+          el("th", { scope: "col", class: i >= 5 && i <= 6 ? "wide" : null }, h)))),
+        this.body)));
+    this.show();
+  }
+
+  /** The targets whose `on` matches the run's final status. */
+  expected(run) {
+    const ok = run.status === "SUCCEEDED";
+    return (run.notify || []).filter((t) => t.on === "always" || !t.on || (t.on === "success") === ok).length;
+  }
+
+  wanted() {
+    const run = this.current();
+    if (!run.notify?.length && !this.deliveries.length) return false;
+    if (!FINAL.has(run.status)) return true;
+    if (this.deliveries.some((d) => d.status === "pending")) return true;
+    // The deliveries appear shortly after the run ends; wait a while for them.
+    return this.deliveries.length < this.expected(run) && this.checksAfterEnd < NotificationsView.PATIENCE;
+  }
+
+  async refresh() {
+    const run = this.current();
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      this.deliveries = (await api("GET", `/api/v1/executions/${enc(this.name)}/notifications`)) || [];
+      if (FINAL.has(run.status)) this.checksAfterEnd += 1;
+      this.show();
+    } catch (e) {
+      console.warn(e.message);
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  show() {
+    const run = this.current();
+    const targets = run.notify || [];
+    this.root.hidden = !targets.length && !this.deliveries.length;
+    this.targets.replaceChildren(...targets.map((t, i) => el("li", { dataset: { index: i, kind: t.kind } },
+      el("span", { class: "kind" }, t.kind), " ", el("code", { class: "target" }, t.url), " ",
+      el("span", { class: "muted on" }, `on ${t.on || "always"}`))));
+    this.body.replaceChildren(...(this.deliveries.length ? this.deliveries.map((d) => el("tr", { dataset: { id: d.id, status: d.status } },
+      el("td", { class: "kind" }, d.kind),
+      el("td", { class: "target mono" }, d.target),
+      el("td", { class: "delivery-status" }, el("span", { class: `delivery d-${d.status}` }, d.status)),
+      el("td", { class: "attempts" }, d.attempts),
+      el("td", { class: "last" }, [d.last_status_code != null ? `HTTP ${d.last_status_code}` : null, d.last_error].filter(Boolean).join(" · ") || "—"),
+      el("td", { class: "created wide" }, formatTime(d.created_at)),
+      el("td", { class: "updated wide" }, formatTime(d.updated_at)),
+      el("td", { class: "delivered" }, formatTime(d.delivered_at))))
+      : [el("tr", {}, el("td", { colspan: 8, class: "muted" }, FINAL.has(run.status) ? "None yet." : "Sent when the run ends."))]));
+  }
 }
 
 /**

@@ -137,7 +137,19 @@ async fn the_console_works_in_a_real_browser() {
         eprintln!("SKIPPING the console browser tests: {why}");
         return;
     }
-    let app = spawn_app_with(Backend::Embedded, &[("executor", "local")]).await;
+    let app = spawn_app_with(
+        Backend::Embedded,
+        &[
+            ("executor", "local"),
+            // The pod options a proc's page shows; the local executor ignores them.
+            ("kube_allowed_service_accounts", "*"),
+            ("kube_allowed_image_pull_secrets", "*"),
+            ("kube_allowed_node_selectors", "*"),
+            ("kube_allowed_tolerations", "*"),
+            ("kube_allowed_labels", "*"),
+        ],
+    )
+    .await;
     register_console_procs(&app).await;
 
     let screenshots = std::env::var_os("PROCTOR_SCREENSHOTS")

@@ -5,7 +5,9 @@ a person would, and checks each page it reaches (`Console.check`: no console or 
 error, no serious or critical axe violation, a full-page screenshot).
 """
 
+import http.server
 import re
+import threading
 import time
 
 from playwright.sync_api import expect
@@ -742,3 +744,104 @@ def test_a_schedule_is_run_now_and_backfilled_from_its_page(open_console, config
         expect(page.locator("#backfill-error")).to_contain_text("must be before")
     finally:
         api.request.delete(f"/jobs/schedule/{schedule_id}")
+
+
+# --- a proc's limits and pod options, a run's notifications --------------------------------
+
+
+class _Receiver(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver answering 200 to every POST, keeping the paths it got."""
+
+    received: list[str] = []
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        type(self).received.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_procs_limits_and_pod_options_and_a_runs_deliveries_are_shown(open_console, config, api):
+    proc = {
+        "name": "limited-pod",
+        "description": "limits, retention and pod options",
+        "image_name": "alpine:3",
+        "env_vars": {"args": [], "secrets": []},
+        "command": ["sh", "-c", "sleep 1; echo notified"],
+        "max_concurrent_runs": 3,
+        "execution_retention_days": 0,
+        "log_retention_days": 7,
+        "pod": {
+            "resources": {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}},
+            "nodeSelector": {"node-pool": "batch"},
+            "tolerations": [
+                {"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"}
+            ],
+            "serviceAccountName": "reporter",
+            "imagePullSecrets": [{"name": "registry-creds"}],
+            "labels": {"team": "ops"},
+        },
+    }
+    response = api.request.post("/jobs/metadata", data=proc)
+    assert response.status in (200, 201), f"register: {response.status} {response.text()}"
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        for scheme in ("light", "dark"):
+            console = open_console(f"limits-{scheme}", color_scheme=scheme)
+            page = console.page
+            console.sign_in(config.admin)
+            console.goto("/procs/limited-pod")
+            expect(page.locator("#proc-max-concurrent")).to_have_text(
+                "At most 3 runs at once; more wait as QUEUED"
+            )
+            expect(page.locator("#proc-execution-retention")).to_have_text("for ever")
+            expect(page.locator("#proc-log-retention")).to_have_text("7 days")
+            pod = page.locator("dl#proc-pod")
+            expect(pod.locator("[data-pod=requests]")).to_have_text("cpu=500m")
+            expect(pod.locator("[data-pod=limits]")).to_have_text("memory=1Gi")
+            expect(pod.locator("[data-pod=nodeSelector]")).to_have_text("node-pool=batch")
+            expect(pod.locator("[data-pod=tolerations]")).to_have_text("dedicated=batch:NoSchedule")
+            expect(pod.locator("[data-pod=serviceAccountName]")).to_have_text("reporter")
+            expect(pod.locator("[data-pod=imagePullSecrets]")).to_have_text("registry-creds")
+            expect(pod.locator("[data-pod=labels]")).to_have_text("team=ops")
+            console.check(f"proc-limits-{scheme}")
+
+            response = api.request.post("/jobs/execute", data={
+                "name": "limited-pod",
+                "args": {},
+                "notify": [{"kind": "webhook", "url": f"http://127.0.0.1:{port}/hook?secret=s3cret", "on": "always"}],
+            })
+            assert response.status == 201, f"run: {response.status} {response.text()}"
+            name = response.json()["name"]
+            console.goto(f"/runs/{name}")
+            target = page.locator("#run-notify li[data-kind=webhook]")
+            expect(target).to_have_count(1)
+            expect(target.locator(".target")).to_have_text(f"http://127.0.0.1:{port}/…")
+            expect(target.locator(".on")).to_have_text("on always")
+            console.wait_text("#run-status", r"SUCCEEDED", RUN)
+            row = page.locator("table#run-deliveries tbody tr[data-id]")
+            expect(row).to_have_count(1, timeout=RUN)
+            expect(row).to_have_attribute("data-status", "delivered", timeout=RUN)
+            expect(row.locator(".kind")).to_have_text("webhook")
+            expect(row.locator(".target")).to_have_text(f"http://127.0.0.1:{port}/…")
+            expect(row.locator(".attempts")).to_have_text("1")
+            expect(row.locator(".last")).to_contain_text("200")
+            assert "s3cret" not in page.locator("main").inner_text(), "the URL was shown unmasked"
+            assert _Receiver.received.count("/hook?secret=s3cret") >= 1
+            # Nothing is pending any more: the page stops asking.
+            page.wait_for_timeout(1500)
+            asked = []
+            page.on("request", lambda r: asked.append(r.url) if r.url.endswith("/notifications") else None)
+            page.wait_for_timeout(2500)
+            assert not asked, f"the delivery log was still polled: {asked}"
+            console.check(f"run-notifications-{scheme}")
+    finally:
+        server.shutdown()
+        server.server_close()
