@@ -13,8 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::fake_kube::{FakeKube, Script};
 use crate::helpers::{
-    Backend, TEST_SECRETS_KEY, backends, create_postgres_database, drop_postgres_database,
-    numbered, redis_url,
+    TEST_SECRETS_KEY, drop_postgres_database, migrated_postgres_database, numbered, redis_url,
 };
 use crate::replica::{Replica, TcpProxy, through_proxy, upstream_of};
 
@@ -32,20 +31,7 @@ struct Shared {
 
 impl Shared {
     async fn new() -> Option<Shared> {
-        if !backends().contains(&Backend::Production) {
-            return None;
-        }
-        let (database, url) = create_postgres_database();
-        let settings = proctor::config::Settings::from_overrides([
-            ("database_url", url.as_str()),
-            ("secrets_key", TEST_SECRETS_KEY),
-        ])
-        .expect("valid settings");
-        proctor::store::Db::open(&settings.database)
-            .expect("the database opens")
-            .migrate()
-            .await
-            .expect("migrate the test database");
+        let (database, url) = migrated_postgres_database().await?;
         let prefix = format!("proctor-test:{}:", uuid::Uuid::new_v4().simple());
         Some(Shared {
             database,

@@ -165,6 +165,26 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_app_with(backend, &[]).await
 }
 
+/// A fresh, migrated PostgreSQL database for tests that start proctord processes on it:
+/// its name and URL; `None` where PostgreSQL and Redis are not here (a printed skip).
+pub async fn migrated_postgres_database() -> Option<(String, String)> {
+    if !backends().contains(&Backend::Production) {
+        return None;
+    }
+    let (database, url) = create_postgres_database();
+    let settings = Settings::from_overrides([
+        ("database_url", url.as_str()),
+        ("secrets_key", TEST_SECRETS_KEY),
+    ])
+    .expect("valid settings");
+    Db::open(&settings.database)
+        .expect("the database opens")
+        .migrate()
+        .await
+        .expect("migrate the test database");
+    Some((database, url))
+}
+
 /// Starts proctord with `overrides` (keys as in config/default.toml).
 pub async fn spawn_app_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
     let (settings, data_dir, database_name, redis_prefix) = test_settings(backend, overrides);

@@ -14,8 +14,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, TEST_SECRETS_KEY, TestApp, backends, create_postgres_database, drop_postgres_database,
-    error_message, json_body, redis_url, register_script, spawn_app, temp_dir,
+    Backend, TEST_SECRETS_KEY, TestApp, backends, drop_postgres_database, error_message, json_body,
+    migrated_postgres_database, redis_url, register_script, spawn_app, temp_dir,
 };
 use crate::replica::Replica;
 
@@ -296,20 +296,7 @@ struct TwoReplicas {
 
 impl TwoReplicas {
     async fn start(dir: &Path, extra: &[(&str, &str)]) -> Option<TwoReplicas> {
-        if !backends().contains(&Backend::Production) {
-            return None;
-        }
-        let (database, url) = create_postgres_database();
-        let settings = proctor::config::Settings::from_overrides([
-            ("database_url", url.as_str()),
-            ("secrets_key", TEST_SECRETS_KEY),
-        ])
-        .expect("valid settings");
-        proctor::store::Db::open(&settings.database)
-            .expect("the database opens")
-            .migrate()
-            .await
-            .expect("migrate the test database");
+        let (database, url) = migrated_postgres_database().await?;
         let prefix = format!("proctor-test:{}:", uuid::Uuid::new_v4().simple());
         let mut replicas = Vec::new();
         for id in ["queue-a", "queue-b"] {
