@@ -378,14 +378,8 @@ async fn a_schedules_targets_are_told_of_its_runs() {
     let got = receiver.wait_for("/scheduled?key=sch3dule-secret", 1).await;
     let id = schedule["id"].as_str().unwrap();
     json_body(
-        app.request(
-            Method::POST,
-            &format!("/jobs/schedule/{id}/disable"),
-            Some(&app.admin),
-        )
-        .send()
-        .await
-        .unwrap(),
+        app.schedule_call(Method::POST, &format!("/{id}/disable"))
+            .await,
         200,
     )
     .await;
@@ -394,18 +388,7 @@ async fn a_schedules_targets_are_told_of_its_runs() {
     assert_eq!(body["proc_name"], "ticktock");
     assert_eq!(body["status"], "SUCCEEDED");
     verify(got[0].signature.as_deref().unwrap(), &got[0].body);
-    let listed = json_body(
-        app.request(
-            Method::GET,
-            &format!("/jobs/schedule/{id}"),
-            Some(&app.admin),
-        )
-        .send()
-        .await
-        .unwrap(),
-        200,
-    )
-    .await;
+    let listed = json_body(app.schedule_call(Method::GET, &format!("/{id}")).await, 200).await;
     assert!(!listed.to_string().contains("sch3dule-secret"), "{listed}");
     assert!(!captured_logs().contains("sch3dule-secret"));
 }

@@ -537,18 +537,15 @@ async fn replace_cancels_the_previous_run_then_starts_the_new_one() {
         .await;
         assert_eq!(created["concurrency_policy"], "Replace", "{created}");
         let id = created["id"].as_str().unwrap().to_owned();
-        let runs = |app: &TestApp| {
-            let request = app.request(
-                Method::GET,
-                &format!("/jobs/schedule/{id}/executions"),
-                Some(&app.admin),
-            );
-            async move { json_body(request.send().await.unwrap(), 200).await }
-        };
         // Wait for a second run to be going.
         let deadline = Instant::now() + Duration::from_secs(20);
         let history = loop {
-            let history = runs(&app).await;
+            let history = json_body(
+                app.schedule_call(Method::GET, &format!("/{id}/executions"))
+                    .await,
+                200,
+            )
+            .await;
             let executions = history["executions"].as_array().unwrap();
             if executions.len() >= 2 && executions[0]["status"] == "RUNNING" {
                 break history;
@@ -557,14 +554,8 @@ async fn replace_cancels_the_previous_run_then_starts_the_new_one() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         json_body(
-            app.request(
-                Method::POST,
-                &format!("/jobs/schedule/{id}/disable"),
-                Some(&app.admin),
-            )
-            .send()
-            .await
-            .unwrap(),
+            app.schedule_call(Method::POST, &format!("/{id}/disable"))
+                .await,
             200,
         )
         .await;

@@ -36,7 +36,8 @@ impl TestApp {
             .unwrap()
     }
 
-    async fn schedule_call(&self, method: Method, path: &str) -> reqwest::Response {
+    /// `method /jobs/schedule{path}` as the admin.
+    pub(crate) async fn schedule_call(&self, method: Method, path: &str) -> reqwest::Response {
         self.request(method, &format!("/jobs/schedule{path}"), Some(&self.admin))
             .send()
             .await
