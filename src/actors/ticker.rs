@@ -11,6 +11,7 @@
 //! policy: it asks for its runs explicitly.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -47,7 +48,9 @@ pub struct NextFires;
 
 struct Entry {
     schedule: Schedule,
-    spec: CronSpec,
+    /// Shared by every schedule with the same cron text (a parsed cron holds a few KB,
+    /// most of them its years; many schedules share a handful of expressions).
+    spec: Arc<CronSpec>,
     zone: Tz,
     next: DateTime<Utc>,
 }
@@ -59,16 +62,20 @@ pub struct Ticker {
     sync_interval: Duration,
     misfire_grace: Duration,
     entries: HashMap<String, Entry>,
+    /// The parsed crons held, by their text.
+    specs: HashMap<String, Arc<CronSpec>>,
     due: BTreeSet<(DateTime<Utc>, String)>,
     timer: Option<SpawnHandle>,
     paused: bool,
-    /// The store's [`ScheduleStore::fingerprint`] at the last full load.
+    /// The store's [`ScheduleStore::fingerprint`] when the manifest was last compared.
     fingerprint: Option<(i64, Option<NaiveDateTime>)>,
-    /// Syncs since the last full load.
+    /// Syncs since the manifest was last compared.
     since_full: u32,
+    /// Fires of a Forbid or Replace schedule in progress here, one at a time each.
+    in_turn: FireTurns,
 }
 
-/// Every this many syncs the schedules are loaded whatever the fingerprint says (a
+/// Every this many syncs the manifest is compared whatever the fingerprint says (a
 /// replica whose clock lags could write an update older than the latest one).
 const FULL_SYNC_EVERY: u32 = 6;
 
@@ -87,11 +94,13 @@ impl Ticker {
             sync_interval,
             misfire_grace,
             entries: HashMap::new(),
+            specs: HashMap::new(),
             due: BTreeSet::new(),
             timer: None,
             paused: false,
             fingerprint: None,
             since_full: 0,
+            in_turn: FireTurns::default(),
         }
     }
 
@@ -105,8 +114,15 @@ impl Ticker {
         if !schedule.enabled {
             return;
         }
-        let parsed = CronSpec::parse(&schedule.cron)
-            .and_then(|spec| Ok((spec, parse_time_zone(&schedule.time_zone)?)));
+        let spec = match self.specs.get(&schedule.cron) {
+            Some(spec) => Ok(spec.clone()),
+            None => CronSpec::parse(&schedule.cron).map(|spec| {
+                let spec = Arc::new(spec);
+                self.specs.insert(schedule.cron.clone(), spec.clone());
+                spec
+            }),
+        };
+        let parsed = spec.and_then(|spec| Ok((spec, parse_time_zone(&schedule.time_zone)?)));
         let (spec, zone) = match parsed {
             Ok(parsed) => parsed,
             Err(e) => {
@@ -115,6 +131,7 @@ impl Ticker {
             }
         };
         let Some(next) = spec.next_after(after, zone, Self::anchor(&schedule)) else {
+            self.release(&schedule.cron, spec);
             return;
         };
         self.due.insert((next, schedule.id.clone()));
@@ -132,6 +149,15 @@ impl Ticker {
     fn forget(&mut self, id: &str) {
         if let Some(entry) = self.entries.remove(id) {
             self.due.remove(&(entry.next, id.to_owned()));
+            self.release(&entry.schedule.cron, entry.spec);
+        }
+    }
+
+    /// Drops a held schedule's share of its parsed cron; the last one drops the cron.
+    fn release(&mut self, cron: &str, spec: Arc<CronSpec>) {
+        // Held by `specs` and by `spec` alone: no other schedule uses it.
+        if Arc::strong_count(&spec) <= 2 {
+            self.specs.remove(cron);
         }
     }
 
@@ -142,6 +168,7 @@ impl Ticker {
         }
         if self.paused {
             self.entries.clear();
+            self.specs.clear();
             self.due.clear();
             return;
         }
@@ -186,7 +213,9 @@ impl Ticker {
                     self.due.insert((next, id));
                 }
                 None => {
-                    self.entries.remove(&id);
+                    if let Some(entry) = self.entries.remove(&id) {
+                        self.release(&entry.schedule.cron, entry.spec);
+                    }
                 }
             }
         }
@@ -201,70 +230,128 @@ impl Ticker {
             schedules: self.schedules.clone(),
             procs: self.procs.clone(),
             dispatcher: self.dispatcher.clone(),
+            in_turn: self.in_turn.clone(),
         }
     }
 
-    /// Replaces what is held with what the database says.
+    /// Brings what is held in line with the database. At start (`catch_up`) every
+    /// enabled schedule is loaded. After that, a sync asks for the cheap fingerprint and
+    /// stops there when nothing changed; when something did (and every
+    /// [`FULL_SYNC_EVERY`]th sync regardless), it reads the manifest of ids and update
+    /// times, forgets what is gone and loads only the schedules that are new or changed.
     fn sync(&mut self, ctx: &mut Context<Self>, catch_up: bool) {
+        if catch_up {
+            return self.load_all(ctx);
+        }
         let schedules = self.schedules.clone();
-        let grace = self.misfire_grace;
-        let known = if catch_up || self.since_full + 1 >= FULL_SYNC_EVERY {
+        let known = if self.since_full + 1 >= FULL_SYNC_EVERY {
             None
         } else {
             self.fingerprint
         };
-        // Asks whether anything changed before loading them all.
-        let load = async move {
+        let look = async move {
             let print = schedules.fingerprint().await?;
             if Some(print) == known {
                 return Ok((print, None));
             }
-            Ok::<_, crate::store::StoreError>((print, Some(schedules.list(true).await?)))
+            Ok::<_, crate::store::StoreError>((print, Some(schedules.manifest().await?)))
         };
-        ctx.spawn(load.into_actor(self).map(move |loaded, act, ctx| {
-            let loaded = match loaded {
+        ctx.spawn(look.into_actor(self).map(move |looked, act, ctx| {
+            let (print, manifest) = match looked {
                 Ok((_, None)) => {
                     act.since_full += 1;
                     return;
                 }
-                Ok((print, Some(loaded))) => {
-                    act.fingerprint = Some(print);
-                    act.since_full = 0;
-                    loaded
-                }
+                Ok((print, Some(manifest))) => (print, manifest),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot load schedules; keeping the ones held");
+                    tracing::warn!(error = %e, "cannot check the schedules; keeping the ones held");
                     return;
                 }
             };
-            let now = Utc::now();
-            let seen: BTreeSet<String> = loaded.iter().map(|s| s.id.clone()).collect();
+            let listed: HashMap<&str, NaiveDateTime> =
+                manifest.iter().map(|(id, at)| (id.as_str(), *at)).collect();
             let gone: Vec<String> = act
                 .entries
                 .keys()
-                .filter(|id| !seen.contains(*id))
+                .filter(|id| !listed.contains_key(id.as_str()))
                 .cloned()
                 .collect();
             for id in gone {
                 act.forget(&id);
             }
-            for schedule in loaded {
-                let unchanged = act
-                    .entries
-                    .get(&schedule.id)
-                    .is_some_and(|e| e.schedule.updated_at == schedule.updated_at);
-                if unchanged {
-                    continue;
-                }
-                if catch_up {
-                    act.catch_up(&schedule, now, grace);
-                }
-                act.hold(schedule, now);
+            let wanted: Vec<String> = manifest
+                .into_iter()
+                .filter(|(id, at)| act.entries.get(id).is_none_or(|e| e.schedule.updated_at != *at))
+                .map(|(id, _)| id)
+                .collect();
+            act.fingerprint = Some(print);
+            act.since_full = 0;
+            if wanted.is_empty() {
+                act.arm(ctx);
+                return;
             }
-            act.arm(ctx);
+            let schedules = act.schedules.clone();
+            let load = async move { schedules.get_many(wanted).await };
+            ctx.spawn(load.into_actor(act).map(|loaded, act, ctx| match loaded {
+                Ok(loaded) => act.take(loaded, ctx, false),
+                Err(e) => {
+                    // Looked at again on the next sync.
+                    act.fingerprint = None;
+                    tracing::warn!(error = %e, "cannot load the changed schedules; keeping the ones held");
+                }
+            }));
         }));
     }
 
+    /// Loads every enabled schedule (at start), running a recent missed fire of each.
+    fn load_all(&mut self, ctx: &mut Context<Self>) {
+        let schedules = self.schedules.clone();
+        let load = async move {
+            let print = schedules.fingerprint().await?;
+            Ok::<_, crate::store::StoreError>((print, schedules.list(true).await?))
+        };
+        ctx.spawn(load.into_actor(self).map(move |loaded, act, ctx| {
+            let (print, loaded) = match loaded {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot load schedules; keeping the ones held");
+                    return;
+                }
+            };
+            act.fingerprint = Some(print);
+            act.since_full = 0;
+            let seen: BTreeSet<&str> = loaded.iter().map(|s| s.id.as_str()).collect();
+            let gone: Vec<String> = act
+                .entries
+                .keys()
+                .filter(|id| !seen.contains(id.as_str()))
+                .cloned()
+                .collect();
+            for id in gone {
+                act.forget(&id);
+            }
+            act.take(loaded, ctx, true);
+        }));
+    }
+
+    /// Holds the schedules loaded (unless held at the same version already), re-arms.
+    fn take(&mut self, loaded: Vec<Schedule>, ctx: &mut Context<Self>, catch_up: bool) {
+        let now = Utc::now();
+        for schedule in loaded {
+            let unchanged = self
+                .entries
+                .get(&schedule.id)
+                .is_some_and(|e| e.schedule.updated_at == schedule.updated_at);
+            if unchanged {
+                continue;
+            }
+            if catch_up {
+                self.catch_up(&schedule, now, self.misfire_grace);
+            }
+            self.hold(schedule, now);
+        }
+        self.arm(ctx);
+    }
     /// A fire missed while no replica ran: run the last one once if it is recent.
     fn catch_up(&self, schedule: &Schedule, now: DateTime<Utc>, grace: Duration) {
         let Ok(spec) = CronSpec::parse(&schedule.cron) else {
@@ -292,6 +379,58 @@ struct Parts {
     schedules: ScheduleStore,
     procs: ProcStore,
     dispatcher: Addr<Dispatcher>,
+    in_turn: FireTurns,
+}
+
+/// Makes the due fires of one schedule look at its previous run and start theirs one
+/// at a time. Fires of successive instants are separate tasks: on a busy machine the
+/// fire of :02 could look for unfinished runs before the fire of :00 had written its
+/// run, and both would start, overlapping under Forbid or Replace. A schedule's entry
+/// lives only while one of its fires holds or waits for its turn.
+#[derive(Clone, Default)]
+struct FireTurns(std::sync::Arc<std::sync::Mutex<HashMap<String, TurnLock>>>);
+
+type TurnLock = std::sync::Arc<tokio::sync::Mutex<()>>;
+
+/// A schedule's turn, held until dropped.
+struct Turn {
+    turns: FireTurns,
+    id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl FireTurns {
+    /// Waits until no other fire of schedule `id` is looking or starting here.
+    async fn take(&self, id: &str) -> Turn {
+        let lock = {
+            let mut turns = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            turns.entry(id.to_owned()).or_default().clone()
+        };
+        Turn {
+            turns: self.clone(),
+            id: id.to_owned(),
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        drop(self.guard.take());
+        let mut turns = self.turns.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the map holds it: no fire of this schedule waits.
+        if turns
+            .get(&self.id)
+            .is_some_and(|lock| std::sync::Arc::strong_count(lock) == 1)
+        {
+            turns.remove(&self.id);
+        }
+    }
 }
 
 /// How long a claim or an outcome that meets a database blip is retried.
@@ -362,6 +501,7 @@ pub async fn backfill(
         schedules: stores.schedules.clone(),
         procs: stores.procs.clone(),
         dispatcher,
+        in_turn: FireTurns::default(),
     };
     let fires = at
         .into_iter()
@@ -467,6 +607,13 @@ async fn run_fire(
     };
     let outcome = async {
         let policy: ConcurrencyPolicy = schedule.concurrency_policy.parse().unwrap_or_default();
+        // Held until this fire's run is written (or the fire skipped).
+        let _turn = match policy {
+            ConcurrencyPolicy::Forbid | ConcurrencyPolicy::Replace if occasion == Occasion::Due => {
+                Some(parts.in_turn.take(id).await)
+            }
+            _ => None,
+        };
         if occasion == Occasion::Due
             && policy == ConcurrencyPolicy::Forbid
             && parts.schedules.has_unfinished_run(id).await?
@@ -597,6 +744,7 @@ impl Supervised for Ticker {
         tracing::warn!("Ticker restarting");
         crate::telemetry::report("the Ticker actor restarted", &[("actor", "Ticker")]);
         self.entries.clear();
+        self.specs.clear();
         self.due.clear();
         self.timer = None;
     }
@@ -630,6 +778,7 @@ impl Handler<Pause> for Ticker {
             ctx.cancel_future(timer);
         }
         self.entries.clear();
+        self.specs.clear();
         self.due.clear();
         self.paused = true;
     }
@@ -646,5 +795,35 @@ impl Handler<NextFires> for Ticker {
                 .map(|(id, e)| (id.clone(), e.next))
                 .collect(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_schedules_fires_take_turns_and_leave_nothing_behind() {
+        let turns = FireTurns::default();
+        let first = turns.take("a").await;
+        // Another schedule is not held up.
+        let other = turns.take("b").await;
+        let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let second = {
+            let (turns, order) = (turns.clone(), order.clone());
+            tokio::spawn(async move {
+                let _turn = turns.take("a").await;
+                order.lock().unwrap().push("second");
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(order.lock().unwrap().is_empty(), "waited for the first");
+        order.lock().unwrap().push("first done");
+        drop(first);
+        second.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["first done", "second"]);
+        assert_eq!(turns.held(), 1, "only b's turn is left");
+        drop(other);
+        assert_eq!(turns.held(), 0);
     }
 }

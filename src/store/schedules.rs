@@ -228,6 +228,40 @@ impl ScheduleStore {
             .await
     }
 
+    /// The id and last update of every enabled schedule: what a replica compares with
+    /// what it holds, to load only the schedules that changed.
+    pub async fn manifest(&self) -> Result<Vec<(String, NaiveDateTime)>, StoreError> {
+        self.db
+            .run(|conn| {
+                Ok(with_backend!(conn, |c| schedules::table
+                    .filter(schedules::enabled.eq(true))
+                    .select((schedules::id, schedules::updated_at))
+                    .load(c))?)
+            })
+            .await
+    }
+
+    /// The schedules of `ids` that exist (in any order), read in chunks.
+    pub async fn get_many(&self, ids: Vec<String>) -> Result<Vec<Schedule>, StoreError> {
+        /// Ids in one query: well under SQLite's and PostgreSQL's bind limits.
+        const CHUNK: usize = 500;
+        self.db
+            .run(move |conn| {
+                let mut found = Vec::with_capacity(ids.len());
+                for chunk in ids.chunks(CHUNK) {
+                    let rows: Vec<Row> = with_backend!(conn, |c| schedules::table
+                        .filter(schedules::id.eq_any(chunk))
+                        .select(Row::as_select())
+                        .load(c))?;
+                    for row in rows {
+                        found.push(Schedule::try_from(row)?);
+                    }
+                }
+                Ok(found)
+            })
+            .await
+    }
+
     /// Changes whenever a schedule is created, changed or deleted: how many there are
     /// and their latest update (a cheap question for a replica that holds them all).
     pub async fn fingerprint(&self) -> Result<(i64, Option<NaiveDateTime>), StoreError> {

@@ -313,8 +313,12 @@ fn postgres_must_be_migrated_before_serving_and_migrate_is_idempotent() {
     ];
     let first = proctord(&["migrate"], &database_only);
     assert!(first.status.success(), "{}", stderr(&first));
+    // Every migration the crate carries is applied, each named by its version.
+    let carried = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count();
     assert!(
-        stdout(&first).starts_with("applied 11 migration(s): "),
+        stdout(&first).starts_with(&format!("applied {carried} migration(s): ")),
         "{}",
         stdout(&first)
     );

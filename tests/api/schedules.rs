@@ -179,7 +179,7 @@ async fn bad_schedules_get_the_originals_status_codes_with_clear_messages() {
         ),
         (
             with("args", json!({"COLOR": "red"})),
-            400,
+            422,
             "unknown args: COLOR; missing args: NAME",
         ),
         (with("name", json!("ghost")), 404, "no proc named ghost"),
@@ -627,6 +627,137 @@ async fn a_dead_mail_server_stalls_nothing() {
     );
 }
 
+/// A free loopback port.
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string()
+}
+
+/// A proctord replica on the PostgreSQL database `url` (its subcommand to be added),
+/// syncing its schedules every second, with `extra` settings.
+fn proctord(url: &str, dir: &str, port: &str, extra: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_proctord"));
+    command
+        .env("PROCTOR_DATABASE_URL", url)
+        .env("PROCTOR_SECRETS_KEY", crate::helpers::TEST_SECRETS_KEY)
+        .env("PROCTOR_DATA_DIR", dir)
+        .env("PROCTOR_AUTH", "off")
+        .env("PROCTOR_APP_PORT", port)
+        .env("PROCTOR_SCHEDULE_SYNC_INTERVAL_SECONDS", "1")
+        .env("PROCTOR_LOG_LEVEL", "warn")
+        .envs(extra.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Waits until proctord answers on `base`.
+async fn answering(client: &reqwest::Client, base: &str) {
+    for _ in 0..100 {
+        if client.get(format!("{base}/ping")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("proctord at {base} never answered");
+}
+
+/// A change made through one replica reaches another replica's Ticker by its sync
+/// alone (the API replica runs no Ticker, so no reload message helps): a new schedule
+/// starts firing there, a disabled one stops, an enabled one starts again.
+#[test]
+fn another_replicas_changes_reach_the_ticker_by_its_sync() {
+    if !backends().contains(&Backend::Production) {
+        return;
+    }
+    let (database, url) = crate::helpers::create_postgres_database();
+    let data_dir = temp_dir("sync");
+    let dir = data_dir.to_str().unwrap();
+    assert!(
+        proctord(&url, dir, "0", &[])
+            .arg("migrate")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (api_port, ticker_port) = (free_port(), free_port());
+    let mut replicas = [
+        proctord(&url, dir, &api_port, &[("PROCTOR_SCHEDULER", "off")])
+            .arg("serve")
+            .spawn()
+            .unwrap(),
+        proctord(&url, dir, &ticker_port, &[])
+            .arg("serve")
+            .spawn()
+            .unwrap(),
+    ];
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = crate::helpers::http_client();
+        let base = format!("http://127.0.0.1:{api_port}");
+        answering(&client, &base).await;
+        answering(&client, &format!("http://127.0.0.1:{ticker_port}")).await;
+        let proc = json!({"name": "beat", "image_name": "alpine:3", "env_vars": {"args": [{"name": "NAME"}]}, "command": ["true"]});
+        let response = client.post(format!("{base}/jobs/metadata")).json(&proc).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        // Held by the Ticker from the start: not part of what the sync must find.
+        let response = client.post(format!("{base}/jobs/schedule")).json(&{
+                let mut yearly = schedule("beat", "0 0 0 1 1 *");
+                yearly["args"]["NAME"] = json!("yearly");
+                yearly
+            }).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        let response = client.post(format!("{base}/jobs/schedule")).json(&schedule("beat", "* * * * * *")).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+        let fires = async || {
+            let response = client.get(format!("{base}/jobs/schedule/{id}/executions")).send().await.unwrap();
+            let body: Value = response.json().await.unwrap();
+            body["fires"].as_array().map_or(0, Vec::len)
+        };
+        // Fires within a few syncs of its creation.
+        let firing_within = async |seconds: u64| {
+            let before = fires().await;
+            for _ in 0..seconds * 10 {
+                if fires().await >= before + 2 {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        };
+        // Fires no more once a couple of syncs have passed.
+        let quiet = async || {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let settled = fires().await;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            fires().await == settled
+        };
+        assert!(firing_within(10).await, "a new schedule fires");
+        let post = async |what: &str| {
+            let r = client.post(format!("{base}/jobs/schedule/{id}/{what}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), 200, "{what}");
+        };
+        post("disable").await;
+        assert!(quiet().await, "a disabled schedule stops firing");
+        post("enable").await;
+        assert!(firing_within(10).await, "an enabled schedule fires again");
+    });
+    for replica in &mut replicas {
+        let _ = replica.kill();
+        let _ = replica.wait();
+    }
+    crate::helpers::drop_postgres_database(&database);
+    std::fs::remove_dir_all(data_dir).unwrap();
+}
+
 #[test]
 fn two_proctord_processes_on_one_database_fire_each_second_exactly_once() {
     if !backends().contains(&Backend::Production) {
@@ -635,43 +766,17 @@ fn two_proctord_processes_on_one_database_fire_each_second_exactly_once() {
     let (database, url) = crate::helpers::create_postgres_database();
     let data_dir = temp_dir("replicas");
     let dir = data_dir.to_str().unwrap();
-    let env = |port: &str| {
-        vec![
-            ("PROCTOR_DATABASE_URL", url.clone()),
-            (
-                "PROCTOR_SECRETS_KEY",
-                crate::helpers::TEST_SECRETS_KEY.to_owned(),
-            ),
-            ("PROCTOR_DATA_DIR", dir.to_owned()),
-            ("PROCTOR_AUTH", "off".to_owned()),
-            ("PROCTOR_APP_PORT", port.to_owned()),
-            ("PROCTOR_SCHEDULE_SYNC_INTERVAL_SECONDS", "1".to_owned()),
-            ("PROCTOR_LOG_LEVEL", "warn".to_owned()),
-        ]
-    };
-    let proctord = |args: &[&str], port: &str| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_proctord"));
-        command
-            .args(args)
-            .envs(env(port))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        command
-    };
-    assert!(proctord(&["migrate"], "0").status().unwrap().success());
-    let ports: Vec<String> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-                .to_string()
-        })
-        .collect();
+    assert!(
+        proctord(&url, dir, "0", &[])
+            .arg("migrate")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let ports: Vec<String> = (0..2).map(|_| free_port()).collect();
     let mut replicas: Vec<Child> = ports
         .iter()
-        .map(|port| proctord(&["serve"], port).spawn().unwrap())
+        .map(|port| proctord(&url, dir, port, &[]).arg("serve").spawn().unwrap())
         .collect();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -680,12 +785,7 @@ fn two_proctord_processes_on_one_database_fire_each_second_exactly_once() {
     let id = runtime.block_on(async {
         let client = crate::helpers::http_client();
         let base = format!("http://127.0.0.1:{}", ports[0]);
-        for _ in 0..100 {
-            if client.get(format!("{base}/ping")).send().await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        answering(&client, &base).await;
         let proc = json!({"name": "heartbeat", "image_name": "alpine:3", "env_vars": {"args": [{"name": "NAME"}]}, "command": ["true"]});
         let response = client.post(format!("{base}/jobs/metadata")).json(&proc).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 201);
