@@ -301,6 +301,10 @@ impl LogFanout {
         let mut upto = Vec::new();
         for (execution, live) in &mut self.live {
             let sent_upto = live.sent_upto;
+            // Nothing new: skips the batch search (thousands of quiet runs in flight).
+            if live.next_seq - 1 <= sent_upto {
+                continue;
+            }
             let pending = batches_from(&live.batches, sent_upto + 1)
                 .flat_map(|batch| batch.iter())
                 .filter(|line| line.seq > sent_upto);

@@ -16,6 +16,8 @@ use super::store::{Kind, Shared, State};
 
 /// How long a failed pod waits before its replacement (10 s and up in a cluster).
 const RETRY_DELAY: Duration = Duration::from_millis(20);
+/// How often a held container looks whether its pod is gone or its deadline passed.
+const HOLD_CHECK: Duration = Duration::from_secs(5);
 
 /// Why a pod stopped before its script ended.
 enum Stop {
@@ -234,6 +236,15 @@ async fn run_pod(
     for line in &script.lines {
         pause(script.line_interval).await?;
         shared.lock().print(namespace, pod, line);
+    }
+    if script.hold {
+        let mut released = shared.lock().released.subscribe();
+        while !*released.borrow_and_update() {
+            // Wakes at the release, or every few seconds to notice a deleted pod or
+            // a passed deadline.
+            let _ = tokio::time::timeout(HOLD_CHECK, released.changed()).await;
+            pause(Duration::ZERO).await?;
+        }
     }
     let phase = if script.exit_code == 0 {
         "Succeeded"

@@ -46,6 +46,9 @@ pub struct Script {
     pub pending_for: Duration,
     /// The image never pulls: `ErrImagePull`, then `ImagePullBackOff`, forever.
     pub image_pull_error: bool,
+    /// After its lines the container keeps running until [`FakeKube::release_held`]
+    /// (then ends with `exit_code`), so many runs can be held in flight at once.
+    pub hold: bool,
 }
 
 impl Default for Script {
@@ -56,6 +59,7 @@ impl Default for Script {
             exit_code: 0,
             pending_for: Duration::from_millis(50),
             image_pull_error: false,
+            hold: false,
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Requests {
     pub by_route: BTreeMap<String, u64>,
     /// The watches among them (`GET` with `watch=true|1`), per `"GET path-pattern"`.
     pub watches: BTreeMap<String, u64>,
+    /// Events sent on open watches so far (each event once per watch it went to).
+    pub watch_events: u64,
     /// Each request as `"METHOD /path?query"`, in arrival order.
     pub log: Vec<String>,
 }
@@ -203,6 +209,12 @@ impl FakeKube {
 
     pub fn requests(&self) -> Requests {
         self.shared.lock().requests.clone()
+    }
+
+    /// Ends the containers held by a [`Script::hold`] (and those held from now on):
+    /// they all finish at once.
+    pub fn release_held(&self) {
+        self.shared.lock().released.send_replace(true);
     }
 }
 

@@ -135,6 +135,8 @@ pub(super) struct State {
     pub scripts_by_job: HashMap<String, Script>,
     pub scripts_by_image: HashMap<String, Script>,
     pub requests: Requests,
+    /// Set by [`super::FakeKube::release_held`]: held containers end.
+    pub released: watch::Sender<bool>,
 }
 
 impl State {
@@ -252,6 +254,7 @@ impl State {
         let line = watch_line(type_, object);
         self.subscribers.retain(|sub| {
             if sub.wants(kind, object) {
+                self.requests.watch_events += 1;
                 sub.tx.send(WatchMsg::Line(line.clone())).is_ok()
             } else {
                 !sub.tx.is_closed()

@@ -261,3 +261,40 @@ async fn an_unpullable_image_stays_pending_until_the_deadline_fails_the_job() {
     );
     assert_eq!(phase(&fake.pods_of("stuck")[0]), "Failed");
 }
+
+#[tokio::test]
+async fn held_pods_keep_running_until_released_then_all_succeed() {
+    let (fake, client) = start();
+    let script = Script {
+        hold: true,
+        ..Script::printing(["started"])
+    };
+    fake.set_script_for_image("held:1", script);
+    for name in ["held-a", "held-b"] {
+        create(&client, job(name, "held:1", json!({}))).await;
+    }
+    let running = || {
+        let pods: Vec<Pod> = ["held-a", "held-b"]
+            .iter()
+            .flat_map(|name| fake.pods_of(name))
+            .collect();
+        (pods.len() == 2 && pods.iter().all(|p| phase(p) == "Running")).then_some(())
+    };
+    eventually("both pods to run", running).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for name in ["held-a", "held-b"] {
+        assert_eq!(phase(&fake.pods_of(name)[0]), "Running", "{name} is held");
+        assert!(condition(&fake.job("default", name).unwrap(), "Complete").is_none());
+    }
+    let events = fake.requests().watch_events;
+    fake.release_held();
+    for name in ["held-a", "held-b"] {
+        let complete = || {
+            fake.job("default", name)
+                .filter(|j| condition(j, "Complete").is_some())
+        };
+        eventually("the released Job to complete", complete).await;
+        assert_eq!(phase(&fake.pods_of(name)[0]), "Succeeded");
+    }
+    assert_eq!(fake.requests().watch_events, events, "no watch was open");
+}
