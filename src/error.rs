@@ -48,6 +48,9 @@ pub enum ErrorKind {
     Gone,
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// Well-formed by the API document, but breaks a rule it can only state in words
+    /// (between fields, against stored state or the server's settings).
+    Unprocessable,
     TooManyRequests,
     ServiceUnavailable,
     Internal,
@@ -65,6 +68,7 @@ impl ErrorKind {
             ErrorKind::Gone => StatusCode::GONE,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,

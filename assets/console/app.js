@@ -581,7 +581,7 @@ function podFacts(pod) {
   return rows.length ? el("dl", { id: "proc-pod", class: "facts" }, rows) : null;
 }
 
-/** Puts the server's 400 about args next to the fields it names. */
+/** Puts the server's 422 (or 400) about args next to the fields it names. */
 function showArgErrors(error, inputs, fieldError, formError) {
   const detail = error.detail || {};
   let placed = false;

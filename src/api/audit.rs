@@ -144,10 +144,7 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin("read the audit log")?;
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 500"));
-    }
+    let limit = super::contract::PAGE_LIMIT.check("limit", query.limit, 50)?;
     if let Some(kind) = &query.kind
         && !crate::store::audit::KINDS.contains(&kind.as_str())
     {
@@ -156,8 +153,8 @@ pub async fn list(
             crate::store::audit::KINDS.join(", ")
         )));
     }
-    if query.before.is_some_and(|b| b < 1) {
-        return Err(ApiError::bad_request("before must be a positive event id"));
+    if let Some(before) = query.before {
+        super::contract::EVENT_ID.check("before", Some(before), 1)?;
     }
     let nonempty = |v: Option<String>| v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     let events = state

@@ -113,9 +113,10 @@ impl utoipa::Modify for UniqueOperationIds {
     }
 }
 
-/// `GET /openapi.json`.
-pub async fn openapi_json() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+/// `GET /openapi.json`: the document made exact for this server's configuration
+/// ([`super::contract`]).
+pub async fn openapi_json(state: actix_web::web::Data<super::ApiState>) -> HttpResponse {
+    HttpResponse::Ok().json(super::contract::document(state.auth))
 }
 
 /// `GET /docs`: the viewer page.

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::ApiState;
 use super::auth::Caller;
+use super::contract;
 use super::params::{parse_time, visible_to};
 use super::procs::find_usable;
 use crate::actors::{Cancel, DispatchError, Execute};
@@ -17,8 +18,6 @@ use crate::error::{ApiError, ErrorKind};
 use crate::error::{ClientErrors, ErrorBody};
 use crate::model::{ExecutionName, NotifyTarget, ProcMetadata, Status};
 use crate::store::{Execution, ExecutionFilter};
-
-const MAX_ARG_BYTES: usize = 32 * 1024;
 
 /// The answer to `POST /jobs/execute`.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -100,15 +99,33 @@ pub fn check_args(proc: &ProcMetadata, given: &BTreeMap<String, String>) -> Resu
         if !missing.is_empty() {
             parts.push(format!("missing args: {}", missing.join(", ")));
         }
-        return Err(ApiError::bad_request(parts.join("; "))
+        // The document allows any env var names; which ones this proc takes is state.
+        return Err(ApiError::new(ErrorKind::Unprocessable, parts.join("; "))
             .with_detail(json!({"unknown": unknown, "missing": missing})));
     }
     for (name, value) in given {
-        if value.len() > MAX_ARG_BYTES || value.contains('\0') {
+        if value.chars().count() > contract::MAX_ARG_CHARS || value.contains('\0') {
             return Err(ApiError::bad_request(format!(
-                "arg {name} must be at most {MAX_ARG_BYTES} bytes, without NUL characters"
+                "arg {name} must be at most {} characters, without NUL characters",
+                contract::MAX_ARG_CHARS
             )));
         }
+    }
+    Ok(())
+}
+
+/// 400 unless `url` has the shape the document states: `http(s)://` and a host, at
+/// most [`crate::model::notify::MAX_URL_BYTES`] characters. (Whether it parses as a
+/// URL this server can call is checked after: 422.)
+fn check_url_shape(what: &str, url: &str) -> Result<(), ApiError> {
+    if url.chars().count() > crate::model::notify::MAX_URL_BYTES
+        || !crate::model::patterns::matches(crate::model::patterns::URL, url)
+    {
+        return Err(ApiError::bad_request(format!(
+            "{what}: {} is not an http(s) URL with a host, at most {} characters",
+            crate::model::notify::mask_url(url),
+            crate::model::notify::MAX_URL_BYTES
+        )));
     }
     Ok(())
 }
@@ -116,7 +133,24 @@ pub fn check_args(proc: &ProcMetadata, given: &BTreeMap<String, String>) -> Resu
 /// A `notify` list as given (absent: none): 400 naming the bad target.
 pub fn check_notify(notify: Option<Vec<NotifyTarget>>) -> Result<Vec<NotifyTarget>, ApiError> {
     let notify = notify.unwrap_or_default();
-    crate::model::notify::check_targets(&notify).map_err(ApiError::bad_request)?;
+    // What the document states (how many, which kinds, the URL's shape): 400.
+    if notify.len() > crate::model::notify::MAX_TARGETS {
+        return Err(ApiError::bad_request(format!(
+            "notify: at most {} targets, got {}",
+            crate::model::notify::MAX_TARGETS,
+            notify.len()
+        )));
+    }
+    for (i, target) in notify.iter().enumerate() {
+        if target.kind == crate::model::NotifyKind::Callback {
+            return Err(ApiError::bad_request(format!(
+                "notify[{i}].kind: expected webhook or slack (use callback_url for a callback)"
+            )));
+        }
+        check_url_shape(&format!("notify[{i}].url"), &target.url)?;
+    }
+    crate::model::notify::check_targets(&notify)
+        .map_err(|e| ApiError::new(ErrorKind::Unprocessable, e))?;
     Ok(notify)
 }
 
@@ -143,7 +177,9 @@ pub async fn execute(
     let args = request.args.unwrap_or_default();
     check_args(&proc, &args)?;
     if let Some(url) = &request.callback_url {
-        crate::model::notify::check_url("callback_url", url).map_err(ApiError::bad_request)?;
+        check_url_shape("callback_url", url)?;
+        crate::model::notify::check_url("callback_url", url)
+            .map_err(|e| ApiError::new(ErrorKind::Unprocessable, e))?;
     }
     let notify = check_notify(request.notify)?;
     let execution = state
@@ -251,14 +287,8 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 500"));
-    }
-    let offset = query.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(ApiError::bad_request("offset must not be negative"));
-    }
+    let limit = contract::PAGE_LIMIT.check("limit", query.limit, 50)?;
+    let offset = contract::OFFSET.check("offset", query.offset, 0)?;
     let status: Option<Status> = query
         .status
         .as_deref()
@@ -286,7 +316,7 @@ pub async fn list(
     executions.truncate(limit as usize);
     Ok(HttpResponse::Ok().json(ExecutionPage {
         executions,
-        next_offset: more.then_some(offset + limit),
+        next_offset: more.then(|| offset.saturating_add(limit)),
     }))
 }
 
@@ -376,20 +406,14 @@ pub async fn stored_logs(
 ) -> Result<HttpResponse, ApiError> {
     let execution = find_visible(&state, &caller, &name).await?;
     lines_kept(&execution)?;
-    let after = query.since_seq.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::bad_request("since_seq must be 0 or more"));
-    }
+    let after = contract::LINE_NUMBER.check("since_seq", query.since_seq, 0)?;
     if super::logs::wants_events(&req) {
         return follow_events(&req, &state, execution, after).await;
     }
     if query.download == Some(true) {
-        return Ok(download(&state, execution, after));
+        return Ok(download(&state, execution, after, true));
     }
-    let limit = query.limit.unwrap_or(10_000);
-    if !(1..=100_000).contains(&limit) {
-        return Err(ApiError::bad_request("limit must be between 1 and 100000"));
-    }
+    let limit = contract::LOG_PAGE.check("limit", query.limit, 10_000)?;
     let (lines, stored) = futures_util::try_join!(
         state.stores.logs.read(&execution.id, after, limit),
         state.stores.logs.last_seq(&execution.id)
@@ -407,7 +431,7 @@ pub async fn stored_logs(
 /// The log as server-sent events from the line after `after`, or after `Last-Event-ID`
 /// when the client resumes. A resume once the run has ended and every line was sent
 /// gets 204, which tells an `EventSource` to stop reconnecting.
-async fn follow_events(
+pub(super) async fn follow_events(
     req: &HttpRequest,
     state: &ApiState,
     execution: Execution,
@@ -468,7 +492,14 @@ fn as_text(lines: &[crate::store::StoredLine]) -> String {
 }
 
 /// The whole stored log after `after`, read a page at a time as the client takes it.
-fn download(state: &ApiState, execution: Execution, after: i64) -> HttpResponse {
+/// The whole stored log after line `after` as text, read page by page as it is sent;
+/// `attachment`: as a file to save.
+pub(super) fn download(
+    state: &ApiState,
+    execution: Execution,
+    after: i64,
+    attachment: bool,
+) -> HttpResponse {
     let logs = state.stores.logs.clone();
     let id = execution.id.clone();
     let pages = futures_util::stream::try_unfold(Some(after), move |from| {
@@ -487,14 +518,17 @@ fn download(state: &ApiState, execution: Execution, after: i64) -> HttpResponse 
             Ok::<_, std::io::Error>(Some((web::Bytes::from(as_text(&lines)), next)))
         }
     });
-    HttpResponse::Ok()
+    let mut response = HttpResponse::Ok();
+    response
         .content_type("text/plain; charset=utf-8")
-        .insert_header((
+        .insert_header(("Proctor-Status", execution.status.as_str()));
+    if attachment {
+        response.insert_header((
             "Content-Disposition",
             format!("attachment; filename=\"{}.log\"", execution.name),
-        ))
-        .insert_header(("Proctor-Status", execution.status.as_str()))
-        .streaming(pages)
+        ));
+    }
+    response.streaming(pages)
 }
 
 /// `POST /api/v1/executions/{name}/cancel`: 200 with the execution once it is

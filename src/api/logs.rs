@@ -53,6 +53,9 @@ pub struct LogsQuery {
 }
 
 /// Upgrades to the log websocket after the same checks as any read of the execution.
+/// Without `Upgrade: websocket` it answers as `GET /api/v1/executions/{name}/logs`
+/// does: server-sent events for `Accept: text/event-stream`, the stored lines as text
+/// otherwise.
 #[utoipa::path(
     get,
     path = "/jobs/logs",
@@ -60,6 +63,11 @@ pub struct LogsQuery {
     params(LogsQuery),
     responses(
         (status = 101, description = "websocket: one text frame per line, then a close frame whose reason is the final status"),
+        (status = 200, description = "not a websocket: the stored lines as text, or server-sent events (`Accept: text/event-stream`) until the run ends", content(
+            (String = "text/plain"),
+            (String = "text/event-stream")
+        )),
+        (status = 204, description = "server-sent events resumed after the end (`Last-Event-ID`): nothing more"),
         ClientErrors,
         (status = 410, description = "retention removed the run's lines (the record is kept)", body = crate::error::ErrorBody)
     ),
@@ -72,12 +80,22 @@ pub async fn stream(
     caller: Caller,
     query: web::Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let after = query.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::bad_request("after must be 0 or more"));
-    }
+    let after = super::contract::LINE_NUMBER.check("after", query.after, 0)?;
     let execution = find_visible(&state, &caller, query.job_name.trim()).await?;
     super::executions::lines_kept(&execution)?;
+    // Not a websocket: the same run followed as server-sent events when asked for, or
+    // its stored lines as text (what `curl` shows), rather than a refusal.
+    let upgrade = req
+        .headers()
+        .get(actix_web::http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !upgrade {
+        if wants_events(&req) {
+            return super::executions::follow_events(&req, &state, execution, after).await;
+        }
+        return Ok(super::executions::download(&state, execution, after, false));
+    }
     let session = LogSession::<Ws>::new(&state, execution, after)?;
     ws::start(session, &req, payload)
         .map_err(|e| ApiError::bad_request(format!("this URL speaks websocket only: {e}")))

@@ -10,6 +10,7 @@ use crate::store::Stores;
 pub mod audit;
 pub mod auth;
 pub mod brake;
+pub mod contract;
 pub mod docs;
 pub mod executions;
 pub mod health;
@@ -42,105 +43,161 @@ pub struct ApiState {
 
 /// Every route of the API, in one table.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/ping").route(web::get().to(health::ping)))
-        .service(resource("/health/ready").route(web::get().to(health::ready)))
-        .service(resource("/version").route(web::get().to(health::version)))
-        .service(resource("/metrics").route(web::get().to(metrics::render)))
-        .service(resource("/openapi.json").route(web::get().to(docs::openapi_json)))
-        .service(resource("/docs").route(web::get().to(docs::viewer)))
-        .service(resource("/docs/swagger-ui-bundle.js").route(web::get().to(docs::viewer_script)))
-        .service(resource("/docs/swagger-ui.css").route(web::get().to(docs::viewer_style)))
+    cfg.service(endpoint("/ping").get(health::ping))
+        .service(endpoint("/health/ready").get(health::ready))
+        .service(endpoint("/version").get(health::version))
+        .service(endpoint("/metrics").get(metrics::render))
+        .service(endpoint("/openapi.json").get(docs::openapi_json))
+        .service(endpoint("/docs").get(docs::viewer))
+        .service(endpoint("/docs/swagger-ui-bundle.js").get(docs::viewer_script))
+        .service(endpoint("/docs/swagger-ui.css").get(docs::viewer_style))
         .service(
             web::scope("/jobs")
                 .wrap(actix_web::middleware::from_fn(auth::check_client_version))
+                .service(endpoint("/metadata").post(procs::register).get(procs::list))
                 .service(
-                    resource("/metadata")
-                        .route(web::post().to(procs::register))
-                        .route(web::get().to(procs::list)),
+                    endpoint("/metadata/{name}")
+                        .get(procs::describe)
+                        .delete(procs::remove),
+                )
+                .service(endpoint("/secrets").post(secrets::set))
+                .service(
+                    endpoint("/secrets/{name}")
+                        .get(secrets::list_names)
+                        .delete(secrets::remove),
+                )
+                .service(endpoint("/execute").post(executions::execute))
+                .service(endpoint("/execute/{name}/status").get(executions::get_status))
+                .service(endpoint("/logs").get(logs::stream))
+                .service(
+                    endpoint("/schedule")
+                        .post(schedules::create)
+                        .get(schedules::list),
                 )
                 .service(
-                    resource("/metadata/{name}")
-                        .route(web::get().to(procs::describe))
-                        .route(web::delete().to(procs::remove)),
+                    endpoint("/schedule/{id}")
+                        .get(schedules::describe)
+                        .delete(schedules::remove),
                 )
-                .service(resource("/secrets").route(web::post().to(secrets::set)))
-                .service(
-                    resource("/secrets/{name}")
-                        .route(web::get().to(secrets::list_names))
-                        .route(web::delete().to(secrets::remove)),
-                )
-                .service(resource("/execute").route(web::post().to(executions::execute)))
-                .service(
-                    resource("/execute/{name}/status").route(web::get().to(executions::get_status)),
-                )
-                .service(resource("/logs").route(web::get().to(logs::stream)))
-                .service(
-                    resource("/schedule")
-                        .route(web::post().to(schedules::create))
-                        .route(web::get().to(schedules::list)),
-                )
-                .service(
-                    resource("/schedule/{id}")
-                        .route(web::get().to(schedules::describe))
-                        .route(web::delete().to(schedules::remove)),
-                )
-                .service(resource("/schedule/{id}/enable").route(web::post().to(schedules::enable)))
-                .service(
-                    resource("/schedule/{id}/disable").route(web::post().to(schedules::disable)),
-                )
-                .service(
-                    resource("/schedule/{id}/executions")
-                        .route(web::get().to(schedules::executions)),
-                )
-                .service(
-                    resource("/schedule/{id}/run").route(web::post().to(schedule_runs::run_now)),
-                )
-                .service(
-                    resource("/schedule/{id}/backfill")
-                        .route(web::post().to(schedule_runs::backfill)),
-                ),
+                .service(endpoint("/schedule/{id}/enable").post(schedules::enable))
+                .service(endpoint("/schedule/{id}/disable").post(schedules::disable))
+                .service(endpoint("/schedule/{id}/executions").get(schedules::executions))
+                .service(endpoint("/schedule/{id}/run").post(schedule_runs::run_now))
+                .service(endpoint("/schedule/{id}/backfill").post(schedule_runs::backfill)),
         )
         .service(
             web::scope("/api/v1")
                 .wrap(actix_web::middleware::from_fn(auth::check_client_version))
                 .service(
-                    resource("/session")
-                        .route(web::post().to(session::sign_in))
-                        .route(web::get().to(session::who))
-                        .route(web::delete().to(session::sign_out)),
+                    endpoint("/session")
+                        .post(session::sign_in)
+                        .get(session::who)
+                        .delete(session::sign_out),
                 )
                 // Before any `/schedules/{id}` route, which would take `preview` for an id.
-                .service(resource("/schedules/preview").route(web::get().to(schedules::preview)))
-                .service(resource("/stats").route(web::get().to(stats::overview)))
-                .service(resource("/audit").route(web::get().to(audit::list)))
-                .service(resource("/executions").route(web::get().to(executions::list)))
-                .service(resource("/executions/{name}").route(web::get().to(executions::describe)))
+                .service(endpoint("/schedules/preview").get(schedules::preview))
+                .service(endpoint("/stats").get(stats::overview))
+                .service(endpoint("/audit").get(audit::list))
+                .service(endpoint("/executions").get(executions::list))
+                .service(endpoint("/executions/{name}").get(executions::describe))
+                .service(endpoint("/executions/{name}/logs").get(executions::stored_logs))
                 .service(
-                    resource("/executions/{name}/logs")
-                        .route(web::get().to(executions::stored_logs)),
+                    endpoint("/executions/{name}/notifications").get(executions::notifications),
                 )
-                .service(
-                    resource("/executions/{name}/notifications")
-                        .route(web::get().to(executions::notifications)),
-                )
-                .service(
-                    resource("/executions/{name}/cancel").route(web::post().to(executions::cancel)),
-                ),
+                .service(endpoint("/executions/{name}/cancel").post(executions::cancel)),
         );
 }
 
-/// A resource whose unsupported methods get a JSON 405.
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A path whose handlers are added by method; any other method gets a JSON 405
+/// whose `Allow` header names the ones it has (RFC 9110), from the same calls.
+fn endpoint(path: &str) -> Endpoint {
+    Endpoint {
+        resource: web::resource(path),
+        allow: Vec::new(),
+    }
 }
 
-pub async fn method_not_allowed(
-    req: actix_web::HttpRequest,
-) -> Result<actix_web::HttpResponse, crate::error::ApiError> {
-    Err(crate::error::ApiError::new(
-        crate::error::ErrorKind::MethodNotAllowed,
-        format!("{} is not supported on {}", req.method(), req.path()),
-    ))
+pub struct Endpoint {
+    resource: actix_web::Resource,
+    allow: Vec<&'static str>,
+}
+
+impl Endpoint {
+    fn on<F, Args>(
+        mut self,
+        method: actix_web::http::Method,
+        name: &'static str,
+        handler: F,
+    ) -> Self
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        self.resource = self.resource.route(web::method(method).to(handler));
+        self.allow.push(name);
+        self
+    }
+
+    fn get<F, Args>(self, handler: F) -> Self
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        self.on(actix_web::http::Method::GET, "GET", handler)
+    }
+
+    fn post<F, Args>(self, handler: F) -> Self
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        self.on(actix_web::http::Method::POST, "POST", handler)
+    }
+
+    fn delete<F, Args>(self, handler: F) -> Self
+    where
+        F: actix_web::Handler<Args>,
+        Args: actix_web::FromRequest + 'static,
+        F::Output: actix_web::Responder + 'static,
+    {
+        self.on(actix_web::http::Method::DELETE, "DELETE", handler)
+    }
+}
+
+impl actix_web::dev::HttpServiceFactory for Endpoint {
+    fn register(self, config: &mut actix_web::dev::AppService) {
+        let allow = self.allow.join(", ");
+        self.resource
+            .default_service(not_allowed(allow))
+            .register(config)
+    }
+}
+
+/// The 405 handler of a path whose methods are `allow` (`"GET, POST"`).
+pub fn not_allowed(allow: String) -> actix_web::Route {
+    web::to(move |req: actix_web::HttpRequest| {
+        let allow = allow.clone();
+        async move {
+            let error = crate::error::ApiError::new(
+                crate::error::ErrorKind::MethodNotAllowed,
+                format!(
+                    "{} is not supported on {}; it takes {allow}",
+                    req.method(),
+                    req.path()
+                ),
+            );
+            let mut response = actix_web::ResponseError::error_response(&error);
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::ALLOW, value);
+            }
+            response
+        }
+    })
 }
 
 /// The answer for a URL no route matches.

@@ -6,22 +6,41 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use crate::error::{ClientErrors, ErrorBody};
 use crate::model::{PodPolicy, ProcMetadata, ProcName};
 use crate::store::NewEvent;
 
-/// The most procs one request may register.
-const MAX_PROCS_PER_REQUEST: usize = 500;
+use super::contract::MAX_PROCS_PER_REQUEST;
 
 /// Parses a path segment as a proc name (400 naming the problem otherwise).
 pub fn parse_name(name: &str) -> Result<ProcName, ApiError> {
     ProcName::parse(name).map_err(ApiError::bad_request)
 }
 
+/// Writes numbers such as `5.0`, which JSON Schema's `integer` takes, as the integers
+/// they are, so that serde reads them into integer fields.
+fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                if (0.0..=u64::MAX as f64).contains(&f) {
+                    *value = Value::from(f as u64);
+                } else if (i64::MIN as f64..0.0).contains(&f) {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(fields) => fields.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
 /// Reads one proc from JSON; `at` says where it was in the request.
 /// Its pod options are checked against the operator's allowlists.
-fn parse_proc(value: Value, at: &str, policy: &PodPolicy) -> Result<ProcMetadata, ApiError> {
+fn parse_proc(mut value: Value, at: &str, policy: &PodPolicy) -> Result<ProcMetadata, ApiError> {
+    whole_numbers(&mut value);
     // serde's message for a bad number does not name the field.
     if let Some(max) = value.get("max_concurrent_runs")
         && !max.is_null()
@@ -34,17 +53,29 @@ fn parse_proc(value: Value, at: &str, policy: &PodPolicy) -> Result<ProcMetadata
     }
     let proc: ProcMetadata = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("{at}invalid proc metadata: {e}")))?;
-    let mut problems = proc.problems();
-    if let Some(pod) = &proc.pod {
-        problems.extend(policy.problems(pod));
-    }
-    if !problems.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "{at}proc {} is invalid: {}",
-            proc.name,
-            problems.join("; ")
-        ))
-        .with_detail(json!({"problems": problems})));
+    // 400 for what breaks the document's shape; 422 for rules between fields and the
+    // operator's pod allowlists, which the document can only describe in words.
+    for (problems, kind) in [
+        (proc.problems(), ErrorKind::BadRequest),
+        (
+            [
+                proc.conflicts(),
+                proc.pod
+                    .as_ref()
+                    .map(|pod| policy.problems(pod))
+                    .unwrap_or_default(),
+            ]
+            .concat(),
+            ErrorKind::Unprocessable,
+        ),
+    ] {
+        if !problems.is_empty() {
+            return Err(ApiError::new(
+                kind,
+                format!("{at}proc {} is invalid: {}", proc.name, problems.join("; ")),
+            )
+            .with_detail(json!({"problems": problems})));
+        }
     }
     Ok(proc)
 }
@@ -110,10 +141,10 @@ pub async fn register(
     let mut names: Vec<&ProcName> = procs.iter().map(|p| &p.name).collect();
     names.sort();
     if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(ApiError::bad_request(format!(
-            "proc {} appears more than once in the request",
-            pair[0]
-        )));
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            format!("proc {} appears more than once in the request", pair[0]),
+        ));
     }
     if query.dry_run == Some(true) {
         return Ok(if many {

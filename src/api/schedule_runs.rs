@@ -180,18 +180,24 @@ pub async fn backfill(
         parse_time("to", &request.to)?,
     );
     if from >= to {
-        return Err(ApiError::bad_request(format!(
-            "from ({}) must be before to ({})",
-            rfc3339(from),
-            rfc3339(to)
-        )));
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            format!(
+                "from ({}) must be before to ({})",
+                rfc3339(from),
+                rfc3339(to)
+            ),
+        ));
     }
     let to = to.min(Utc::now());
     if from >= to {
-        return Err(ApiError::bad_request(format!(
-            "from ({}) is in the future: a backfill runs past fires only",
-            rfc3339(from)
-        )));
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            format!(
+                "from ({}) is in the future: a backfill runs past fires only",
+                rfc3339(from)
+            ),
+        ));
     }
     let (schedule, _proc) = find_runnable(&state, &caller, &id).await?;
     let spec = CronSpec::parse(&schedule.cron).map_err(ApiError::bad_request)?;
@@ -205,9 +211,12 @@ pub async fn backfill(
         } else {
             count.to_string()
         };
-        return Err(ApiError::bad_request(format!(
-            "the range holds {count} fires; a backfill runs at most {BACKFILL_MAX_FIRES}: narrow the range"
-        )));
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            format!(
+                "the range holds {count} fires; a backfill runs at most {BACKFILL_MAX_FIRES}: narrow the range"
+            ),
+        ));
     }
     // A task of its own: a client that hangs up (or times out) on a long backfill does
     // not stop it between claiming its fires and starting their runs.

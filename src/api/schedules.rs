@@ -75,7 +75,15 @@ fn parse_cron(time: &str) -> Result<CronSpec, ApiError> {
 
 /// A schedule's `time_zone`, as creation and the preview take it (`UTC` when absent).
 fn parse_zone(time_zone: Option<&str>) -> Result<chrono_tz::Tz, ApiError> {
-    parse_time_zone(time_zone.unwrap_or("")).map_err(ApiError::bad_request)
+    let text = time_zone.unwrap_or("");
+    // Exactly a name the document lists (no blanks around it), or "" for UTC.
+    if text.trim() != text {
+        return Err(ApiError::bad_request(format!(
+            "{:?} is not an IANA time zone such as Europe/Paris",
+            crate::model::ids::truncate(text, 64)
+        )));
+    }
+    parse_time_zone(text).map_err(ApiError::bad_request)
 }
 
 fn reload(state: &ApiState, id: &str) {
@@ -109,6 +117,15 @@ pub async fn create(
         .map(|e| Email::parse(e).map(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::bad_request(format!("notification_emails: {e}")))?;
+    // The document's pattern has the last word (an address's parts have lengths too).
+    if !crate::model::patterns::matches(
+        crate::model::patterns::email_list_pattern(),
+        &request.notification_emails,
+    ) {
+        return Err(ApiError::bad_request(
+            "notification_emails must be e-mail addresses (at most 64 characters before the @ and 189 after) separated by commas",
+        ));
+    }
     let tags = split_list(&request.tags);
     if tags.is_empty() {
         return Err(ApiError::bad_request(
@@ -121,12 +138,10 @@ pub async fn create(
     }
     let time_zone = parse_zone(request.time_zone.as_deref())?;
     let notify = super::executions::check_notify(request.notify)?;
-    let policy: ConcurrencyPolicy = request
-        .concurrency_policy
-        .as_deref()
-        .unwrap_or("")
-        .parse()
-        .map_err(ApiError::bad_request)?;
+    let policy: ConcurrencyPolicy = match request.concurrency_policy.as_deref() {
+        None => ConcurrencyPolicy::Allow,
+        Some(text) => text.parse().map_err(ApiError::bad_request)?,
+    };
     let proc = find_usable(&state, &caller, &request.name).await?;
     let args = request.args.unwrap_or_default();
     check_args(&proc, &args)?;
@@ -225,12 +240,7 @@ pub async fn preview(
     let time = query.time.unwrap_or_default();
     let spec = parse_cron(&time)?;
     let zone = parse_zone(query.time_zone.as_deref())?;
-    let count = query.count.unwrap_or(5);
-    if !(1..=50).contains(&count) {
-        return Err(ApiError::bad_request(format!(
-            "count must be between 1 and 50, not {count}"
-        )));
-    }
+    let count = super::contract::PREVIEW_COUNT.check("count", query.count, 5)?;
     let time = time.trim().to_owned();
     let fires = spec.upcoming(Utc::now(), zone, count as usize);
     let secs = chrono::SecondsFormat::Secs;
@@ -267,7 +277,13 @@ pub(super) async fn find_visible(
     caller: &Caller,
     id: &str,
 ) -> Result<Schedule, ApiError> {
-    let id = uuid::Uuid::parse_str(id.trim())
+    if !crate::model::patterns::matches(crate::model::patterns::SCHEDULE_ID, id) {
+        return Err(ApiError::bad_request(format!(
+            "{:?} is not a schedule id",
+            crate::model::ids::truncate(id, 64)
+        )));
+    }
+    let id = uuid::Uuid::parse_str(id)
         .map_err(|_| {
             ApiError::bad_request(format!(
                 "{:?} is not a schedule id",

@@ -9,13 +9,12 @@ use serde_json::Value;
 
 use super::ApiState;
 use super::auth::Caller;
+use super::contract::{MAX_SECRET_CHARS, MAX_SECRETS};
 use super::procs::{find_usable, parse_name};
 use crate::config::Sensitive;
 use crate::error::ApiError;
 use crate::error::ClientErrors;
 use crate::model::EnvName;
-
-const MAX_SECRETS: usize = 200;
 
 /// The body of `POST /jobs/secrets` (read by hand, so no error can quote a value).
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
@@ -30,7 +29,6 @@ pub struct SecretNames {
     pub job_name: String,
     pub secret_names: Vec<String>,
 }
-const MAX_VALUE_BYTES: usize = 64 * 1024;
 
 /// Reads the body by hand so that no error message can quote a secret's value.
 fn parse_body(body: Value) -> Result<(String, BTreeMap<EnvName, Sensitive<String>>), ApiError> {
@@ -71,9 +69,9 @@ fn parse_body(body: Value) -> Result<(String, BTreeMap<EnvName, Sensitive<String
                 "secrets.{name}: the value must be a string"
             )));
         };
-        if value.len() > MAX_VALUE_BYTES {
+        if value.chars().count() > MAX_SECRET_CHARS {
             return Err(ApiError::bad_request(format!(
-                "secrets.{name}: the value is longer than {MAX_VALUE_BYTES} bytes"
+                "secrets.{name}: the value is longer than {MAX_SECRET_CHARS} characters"
             )));
         }
         parsed.insert(name, Sensitive::new(value));

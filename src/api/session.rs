@@ -79,12 +79,20 @@ pub async fn sign_in(
     body: web::Json<SignIn>,
 ) -> Result<HttpResponse, ApiError> {
     if state.auth == AuthMode::Off {
-        return Err(ApiError::bad_request(
+        // The request is well-formed; the server's state is what refuses it.
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
             "authentication is off on this server: there is nothing to sign in to",
         ));
     }
     let address = client_address(&req, state.trust_forwarded_for);
     check_brake(&state, address)?;
+    if !crate::model::patterns::matches(crate::model::patterns::email_pattern(), &body.email) {
+        return Err(ApiError::bad_request(format!(
+            "email: {:?} is not a valid e-mail address",
+            crate::model::ids::truncate(&body.email, 64)
+        )));
+    }
     let email = Email::parse(body.email.trim())
         .map_err(|e| ApiError::bad_request(format!("email: {e}")))?;
     let length = chrono::Duration::from_std(state.console_session)

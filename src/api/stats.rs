@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::ApiState;
 use super::auth::Caller;
 use super::params::{parse_time, visible_to};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, ErrorBody, ErrorKind};
 use crate::store::{Bucket, BucketCounts, ProcStats, StatsQuery};
 
 /// The most buckets one answer holds.
@@ -96,20 +96,26 @@ pub async fn overview(
         }
     };
     if since >= until {
-        return Err(ApiError::bad_request("since must be before until"));
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            "since must be before until",
+        ));
     }
     let (since, until) = (bucket.floor(since), end);
     let buckets = (until - since).num_seconds() / bucket.width().num_seconds();
     if buckets > MAX_BUCKETS {
-        return Err(ApiError::bad_request(format!(
-            "since to until spans {buckets} {bucket}s; at most {MAX_BUCKETS} are allowed: narrow the range{}",
-            if bucket == Bucket::Hour {
-                " or use bucket=day"
-            } else {
-                ""
-            },
-            bucket = bucket.as_str(),
-        )));
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            format!(
+                "since to until spans {buckets} {bucket}s; at most {MAX_BUCKETS} are allowed: narrow the range{}",
+                if bucket == Bucket::Hour {
+                    " or use bucket=day"
+                } else {
+                    ""
+                },
+                bucket = bucket.as_str(),
+            ),
+        ));
     }
     let stats = state
         .stores

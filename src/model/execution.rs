@@ -32,13 +32,7 @@ impl ExecutionName {
     }
 
     pub fn parse(name: &str) -> Result<Self, String> {
-        let valid = !name.is_empty()
-            && name.len() <= 63
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !name.starts_with('-')
-            && !name.ends_with('-');
+        let valid = super::patterns::matches(super::patterns::EXECUTION_NAME, name);
         if valid {
             Ok(Self(name.to_owned()))
         } else {

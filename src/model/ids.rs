@@ -20,21 +20,18 @@ impl ProcName {
         if name.is_empty() {
             return Err("a proc name must not be empty".into());
         }
-        if name.len() > PROC_NAME_MAX {
+        if name.chars().count() > PROC_NAME_MAX {
             return Err(format!(
-                "proc name {name:?} is {} characters long; the limit is {PROC_NAME_MAX}",
-                name.len()
+                "proc name {:?} is {} characters long; the limit is {PROC_NAME_MAX}",
+                truncate(name, 64),
+                name.chars().count()
             ));
         }
-        let valid_chars = name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-        let bytes = name.as_bytes();
-        if !valid_chars || !alnum(bytes[0]) || !alnum(bytes[bytes.len() - 1]) {
+        if !super::patterns::matches(super::patterns::PROC_NAME, name) {
             return Err(format!(
-                "proc name {name:?} is invalid: use lower-case letters, digits and '-', \
-                 starting and ending with a letter or digit"
+                "proc name {:?} is invalid: use lower-case letters, digits and '-', \
+                 starting and ending with a letter or digit",
+                truncate(name, 64)
             ));
         }
         Ok(Self(name.to_owned()))
@@ -66,11 +63,7 @@ pub struct EnvName(String);
 
 impl EnvName {
     pub fn parse(name: &str) -> Result<Self, String> {
-        let mut bytes = name.bytes();
-        let first_ok = bytes
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
-        if !first_ok || name.len() > 128 || !bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if !super::patterns::matches(super::patterns::ENV_NAME, name) {
             return Err(format!(
                 "{:?} is not a valid environment variable name: use letters, digits and '_', \
                  not starting with a digit, at most 128 characters",

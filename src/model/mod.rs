@@ -3,6 +3,7 @@
 pub mod execution;
 pub mod ids;
 pub mod notify;
+pub mod patterns;
 pub mod pod;
 pub mod proc;
 pub mod schedule;

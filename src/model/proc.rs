@@ -72,19 +72,26 @@ pub struct ProcMetadata {
 /// The largest `max_concurrent_runs` a proc may declare.
 pub const MAX_CONCURRENT_RUNS: u32 = 1000;
 
-const MAX_TEXT: usize = 4096;
+/// The longest free text (description, author, ...), in characters.
+pub const MAX_TEXT: usize = 4096;
+/// The longest deadline a proc may ask for: a year.
+pub const MAX_ACTIVE_DEADLINE_SECONDS: u64 = 366 * 24 * 3600;
 /// The longest retention a proc may ask for: 100 years.
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 impl ProcMetadata {
-    /// Every problem with the metadata, as sentences naming the field; empty when valid.
+    /// Every way the metadata breaks the shape the API document states (patterns,
+    /// lengths, ranges), as sentences naming the field; empty when it fits.
     pub fn problems(&self) -> Vec<String> {
+        use super::patterns::{GROUP_NAME, IMAGE_NAME, NO_NUL, matches};
         let mut problems = Vec::new();
-        let image = self.image_name.trim();
-        if image.is_empty() {
+        if self.image_name.is_empty() {
             problems.push("image_name must not be empty".to_owned());
-        } else if image.len() > 512 || image.chars().any(char::is_whitespace) {
-            problems.push("image_name must be an image reference without spaces".to_owned());
+        } else if !matches(IMAGE_NAME, &self.image_name) {
+            problems.push(
+                "image_name must be an image reference: printable ASCII without spaces, at most 512"
+                    .to_owned(),
+            );
         }
         for (field, text) in [
             ("description", &self.description),
@@ -92,51 +99,35 @@ impl ProcMetadata {
             ("contributors", &self.contributors),
             ("organization", &self.organization),
         ] {
-            if text.len() > MAX_TEXT {
-                problems.push(format!("{field} is longer than {MAX_TEXT} bytes"));
-            }
-        }
-        let mut seen = BTreeSet::new();
-        for (kind, vars) in [
-            ("args", &self.env_vars.args),
-            ("secrets", &self.env_vars.secrets),
-        ] {
-            for var in vars {
-                if !seen.insert(var.name.as_str()) {
-                    problems.push(format!(
-                        "env_vars.{kind}: {} is declared more than once (args and secrets share one environment)",
-                        var.name
-                    ));
-                }
+            if text.chars().count() > MAX_TEXT {
+                problems.push(format!("{field} is longer than {MAX_TEXT} characters"));
             }
         }
         for group in &self.authorized_groups {
-            if group.trim().is_empty()
-                || group.len() > 128
-                || group.chars().any(char::is_whitespace)
-            {
+            if !matches(&GROUP_NAME, group) {
                 problems.push(format!(
-                    "authorized_groups: {:?} is not a group name (non-empty, no spaces)",
+                    "authorized_groups: {:?} is not a group name (1 to 128 characters, no spaces)",
                     super::ids::truncate(group, 64)
                 ));
             }
         }
         if let Some(command) = &self.command {
-            if command
-                .first()
-                .is_none_or(|program| program.trim().is_empty())
-            {
+            if command.is_empty() {
                 problems.push(
                     "command must start with the program to run, e.g. [\"sh\", \"-c\", \"echo hi\"]"
                         .to_owned(),
                 );
             }
-            if command.iter().any(|part| part.contains('\0')) {
+            if command.iter().any(|part| !matches(NO_NUL, part)) {
                 problems.push("command must not contain NUL characters".to_owned());
             }
         }
-        if self.active_deadline_seconds == Some(0) {
-            problems.push("active_deadline_seconds must be at least 1".to_owned());
+        if let Some(seconds) = self.active_deadline_seconds
+            && !(1..=MAX_ACTIVE_DEADLINE_SECONDS).contains(&seconds)
+        {
+            problems.push(format!(
+                "active_deadline_seconds must be between 1 and {MAX_ACTIVE_DEADLINE_SECONDS}, not {seconds}"
+            ));
         }
         if let Some(max) = self.max_concurrent_runs
             && !(1..=MAX_CONCURRENT_RUNS).contains(&max)
@@ -157,15 +148,44 @@ impl ProcMetadata {
                 ));
             }
         }
+        problems
+    }
+
+    /// Every rule between fields that the metadata breaks (a JSON Schema cannot state
+    /// these): names declared twice, a blank program, logs kept longer than their run.
+    pub fn conflicts(&self) -> Vec<String> {
+        let mut conflicts = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (kind, vars) in [
+            ("args", &self.env_vars.args),
+            ("secrets", &self.env_vars.secrets),
+        ] {
+            for var in vars {
+                if !seen.insert(var.name.as_str()) {
+                    conflicts.push(format!(
+                        "env_vars.{kind}: {} is declared more than once (args and secrets share one environment)",
+                        var.name
+                    ));
+                }
+            }
+        }
+        if let Some(program) = self.command.as_ref().and_then(|c| c.first())
+            && program.trim().is_empty()
+        {
+            conflicts.push(
+                "command must start with the program to run, e.g. [\"sh\", \"-c\", \"echo hi\"]"
+                    .to_owned(),
+            );
+        }
         if let (Some(runs), Some(logs)) = (self.execution_retention_days, self.log_retention_days)
             && runs > 0
             && (logs == 0 || logs > runs)
         {
-            problems.push(format!(
+            conflicts.push(format!(
                 "log_retention_days ({logs}) must not be longer than execution_retention_days ({runs}): a run's lines go with its record"
             ));
         }
-        problems
+        conflicts
     }
 
     /// Whether a member of `groups` may see and run this proc (admins always may).
@@ -226,7 +246,14 @@ mod tests {
         proc.command = Some(vec![]);
         proc.execution_retention_days = Some(7);
         proc.log_retention_days = Some(40);
-        let problems = proc.problems().join("\n");
+        let problems = [proc.problems(), proc.conflicts()].concat().join("\n");
+        assert!(
+            proc.conflicts()
+                .iter()
+                .all(|c| c.contains("declared more than once") || c.contains("log_retention_days")),
+            "rules between fields are conflicts, not shape problems: {:?}",
+            proc.conflicts()
+        );
         for needle in [
             "image_name",
             "NAME is declared more than once",

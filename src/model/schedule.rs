@@ -12,6 +12,9 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 use serde::{Deserialize, Serialize};
 
+/// The longest cron expression taken.
+pub const MAX_CRON_CHARS: usize = 256;
+
 /// A parsed `time` of a schedule.
 #[derive(Debug, Clone)]
 pub enum CronSpec {
@@ -22,6 +25,11 @@ pub enum CronSpec {
 
 impl CronSpec {
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.chars().count() > MAX_CRON_CHARS {
+            return Err(format!(
+                "invalid cron expression: longer than {MAX_CRON_CHARS} characters"
+            ));
+        }
         let text = text.trim();
         let invalid = |why: String| format!("invalid cron expression {text:?}: {why}");
         if let Some(every) = text.strip_prefix("@every") {
@@ -240,10 +248,11 @@ impl FromStr for ConcurrencyPolicy {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "" | "allow" => Ok(Self::Allow),
-            "forbid" => Ok(Self::Forbid),
-            "replace" => Ok(Self::Replace),
+        // Exactly as the API document's enum spells them.
+        match text {
+            "Allow" => Ok(Self::Allow),
+            "Forbid" => Ok(Self::Forbid),
+            "Replace" => Ok(Self::Replace),
             _ => Err(format!(
                 "concurrency_policy must be Allow, Forbid or Replace, not {text:?}"
             )),
@@ -437,8 +446,12 @@ mod tests {
         );
         assert_eq!(parse_time_zone("").unwrap(), Tz::UTC);
         assert_eq!(
-            "forbid".parse::<ConcurrencyPolicy>(),
+            "Forbid".parse::<ConcurrencyPolicy>(),
             Ok(ConcurrencyPolicy::Forbid)
+        );
+        assert!(
+            "forbid".parse::<ConcurrencyPolicy>().is_err(),
+            "spelled as the document's enum"
         );
         assert_eq!(
             "Replace".parse::<ConcurrencyPolicy>(),

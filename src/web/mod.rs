@@ -96,14 +96,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::resource(*path)
                 .wrap(Compress::default())
                 .route(web::get().to(page))
-                .default_service(web::to(crate::api::method_not_allowed)),
+                .default_service(crate::api::not_allowed("GET".into())),
         );
     }
     cfg.service(
         web::resource("/assets/{file}")
             .wrap(Compress::default())
             .route(web::get().to(asset))
-            .default_service(web::to(crate::api::method_not_allowed)),
+            .default_service(crate::api::not_allowed("GET".into())),
     );
 }
 

@@ -283,11 +283,11 @@ async fn the_audit_log_is_for_admins_filtered_and_paged_and_cannot_be_changed() 
 
         // Bad filters are 400s that say what is wrong.
         for (query, expected) in [
-            ("?limit=0", "limit must be between 1 and 500"),
-            ("?limit=501", "limit must be between 1 and 500"),
+            ("?limit=0", "limit must be between 1 and 500, not 0"),
+            ("?limit=501", "limit must be between 1 and 500, not 501"),
             ("?kind=planet", "kind must be one of proc, secret, schedule"),
             ("?since=yesterday", "since must be an RFC 3339 time"),
-            ("?before=0", "before must be a positive event id"),
+            ("?before=0", "before must be 1 or more, not 0"),
             ("?before=abc", "invalid query string"),
         ] {
             let response = app

@@ -257,7 +257,7 @@ async fn args_are_checked_against_the_procs_declared_args() {
                 &app.admin,
             )
             .await,
-            400,
+            422,
         )
         .await;
         assert_eq!(

@@ -121,7 +121,7 @@ async fn a_subscriber_that_stops_reading_never_stalls_the_others_and_resumes_fro
 }
 
 #[actix_web::test]
-async fn the_log_socket_refuses_unknown_executions_and_plain_http() {
+async fn the_log_socket_refuses_unknown_executions_and_answers_plain_http_with_the_text() {
     let app = spawn_app(Backend::Embedded).await;
     let response = app
         .request(
@@ -145,6 +145,7 @@ async fn the_log_socket_refuses_unknown_executions_and_plain_http() {
     assert!(message.contains("job_name"), "{message}");
     register_script(&app, "done", "echo hi", &[], json!({})).await;
     let name = app.run("done", json!({})).await;
+    app.wait_until_final(&name, Duration::from_secs(10)).await;
     let response = app
         .request(
             reqwest::Method::GET,
@@ -154,11 +155,23 @@ async fn the_log_socket_refuses_unknown_executions_and_plain_http() {
         .send()
         .await
         .unwrap();
-    let message = error_message(response, 400).await;
-    assert!(
-        message.starts_with("this URL speaks websocket only"),
-        "{message}"
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "plain HTTP gets the stored lines"
     );
+    assert_eq!(response.headers()["proctor-status"], "SUCCEEDED");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
+    );
+    assert!(
+        response.headers().get("content-disposition").is_none(),
+        "shown, not saved"
+    );
+    assert_eq!(response.text().await.unwrap(), "hi\n");
 }
 
 #[actix_web::test]

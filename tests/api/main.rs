@@ -8,6 +8,7 @@ mod backfill;
 mod cli;
 mod cluster;
 mod console;
+mod contract;
 mod events;
 mod executions;
 mod fake_kube;

@@ -414,7 +414,7 @@ async fn bad_notify_targets_are_refused_with_400s() {
         ),
         (
             json!([{"kind": "webhook", "url": long}]),
-            "at most 2048 bytes",
+            "at most 2048 characters",
             "too long",
         ),
         (json!(eleven), "at most 10 targets", "too many"),

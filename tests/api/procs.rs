@@ -67,7 +67,7 @@ async fn an_array_of_procs_is_registered_together_and_listed_by_name() {
 }
 
 #[actix_web::test]
-async fn bad_proc_metadata_gets_400_naming_the_problem_and_stores_nothing() {
+async fn bad_proc_metadata_gets_400_or_422_naming_the_problem_and_stores_nothing() {
     let with = |field: &str, value: Value| {
         let mut proc = sample_proc("good-name");
         proc[field] = value;
@@ -96,7 +96,7 @@ async fn bad_proc_metadata_gets_400_naming_the_problem_and_stores_nothing() {
         ),
         (
             with("image_name", json!("has space")),
-            "image_name must be an image reference without spaces",
+            "image_name must be an image reference: printable ASCII without spaces",
             "image with a space",
         ),
         (
@@ -147,7 +147,13 @@ async fn bad_proc_metadata_gets_400_naming_the_problem_and_stores_nothing() {
     for backend in backends() {
         let app = spawn_app(backend).await;
         for (body, expected, why) in &cases {
-            let message = error_message(app.register(body, &app.admin).await, 400).await;
+            // Rules between fields are stated in the document's words only: 422.
+            let status = if expected.contains("more than once") {
+                422
+            } else {
+                400
+            };
+            let message = error_message(app.register(body, &app.admin).await, status).await;
             assert!(
                 message.contains(expected),
                 "{backend:?}, {why}: got {message:?}"

@@ -90,6 +90,8 @@ pub struct Execution {
     pub exit_code: Option<i32>,
     pub executor: String,
     pub user_email: String,
+    /// The schedule that started it; absent for a run started by hand.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub schedule_id: Option<String>,
     pub attempts: i32,
     #[serde(with = "utc")]
