@@ -29,6 +29,34 @@ fn recording_script(file: &Path, sleep: &str) -> String {
     )
 }
 
+/// Like [`recording_script`], but a run waits after its start until `gate` exists (at
+/// most 60 s), so a test decides when the runs in flight may end: what it checks while
+/// they hold their slots does not depend on how fast a busy machine submits.
+fn gated_script(file: &Path, gate: &Path, sleep: &str) -> String {
+    let (file, gate) = (file.display(), gate.display());
+    format!(
+        "echo \"start $N $(date +%s%N)\" >> {file}; i=0; while [ ! -e {gate} ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; sleep {sleep}; echo \"end $N $(date +%s%N)\" >> {file}"
+    )
+}
+
+/// Lets the gated runs go on.
+fn open_gate(gate: &Path) {
+    std::fs::write(gate, b"").unwrap();
+}
+
+/// Waits until `count` runs have written their start to `file`.
+async fn wait_for_starts(file: &Path, count: usize) {
+    let deadline = Instant::now() + WAIT;
+    while starts(&read_record(file)).len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{count} runs did not start within {WAIT:?}: {:?}",
+            read_record(file)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `(kind, n, ns)` per line of a record file.
 fn read_record(file: &Path) -> Vec<(String, u32, u128)> {
     let text = std::fs::read_to_string(file).unwrap_or_default();
@@ -104,10 +132,11 @@ async fn a_proc_with_max_concurrent_runs_runs_at_most_that_many_in_submit_order(
     for backend in backends() {
         let app = spawn_app(backend).await;
         let file = app.data_dir.join("record");
+        let gate = app.data_dir.join("gate");
         register_script(
             &app,
             "bounded",
-            &recording_script(&file, "0.4"),
+            &gated_script(&file, &gate, "0.2"),
             &["N"],
             json!({"max_concurrent_runs": 2}),
         )
@@ -134,6 +163,7 @@ async fn a_proc_with_max_concurrent_runs_runs_at_most_that_many_in_submit_order(
             waiting["status"] == "QUEUED" && waiting["queue_position"].is_i64(),
             "{backend:?}: the last run shows as queued with its position: {waiting}"
         );
+        open_gate(&gate);
         for name in &names {
             let ended = app.wait_until_final(name, WAIT).await;
             assert_eq!(ended["status"], "SUCCEEDED", "{backend:?}: {ended}");
@@ -157,10 +187,11 @@ async fn a_queued_run_is_cancelled_at_once_and_never_runs() {
     for backend in backends() {
         let app = spawn_app(backend).await;
         let file = app.data_dir.join("record");
+        let gate = app.data_dir.join("gate");
         register_script(
             &app,
             "single",
-            &recording_script(&file, "1"),
+            &gated_script(&file, &gate, "0.2"),
             &["N"],
             json!({"max_concurrent_runs": 1}),
         )
@@ -188,6 +219,7 @@ async fn a_queued_run_is_cancelled_at_once_and_never_runs() {
             third["queue_position"], 0,
             "{backend:?}: it moved up: {third}"
         );
+        open_gate(&gate);
         for (name, expected) in names.iter().zip(["SUCCEEDED", "CANCELLED", "SUCCEEDED"]) {
             let ended = app.wait_until_final(name, WAIT).await;
             assert_eq!(ended["status"], expected, "{backend:?}: {ended}");
@@ -207,10 +239,11 @@ async fn a_proc_without_max_concurrent_runs_is_unaffected() {
     for backend in backends() {
         let app = spawn_app(backend).await;
         let file = app.data_dir.join("record");
+        let gate = app.data_dir.join("gate");
         register_script(
             &app,
             "free",
-            &recording_script(&file, "0.5"),
+            &gated_script(&file, &gate, "0.1"),
             &["N"],
             json!({}),
         )
@@ -226,6 +259,9 @@ async fn a_proc_without_max_concurrent_runs_is_unaffected() {
             assert_ne!(answer["status"], "QUEUED", "{backend:?}: {answer}");
             names.push(answer["name"].as_str().unwrap().to_owned());
         }
+        // All three start while none has ended (a bound would hold the third back).
+        wait_for_starts(&file, 3).await;
+        open_gate(&gate);
         for name in &names {
             let ended = app.wait_until_final(name, WAIT).await;
             assert_eq!(ended["status"], "SUCCEEDED", "{backend:?}: {ended}");
@@ -350,12 +386,13 @@ async fn the_queue_holds_order_and_bound_across_two_replicas_on_postgresql() {
     };
     let client = crate::helpers::http_client();
     let file = dir.join("record");
+    let gate = dir.join("gate");
     let (a, b) = (&cluster.replicas[0], &cluster.replicas[1]);
     let proc = json!({
         "name": "shared",
         "image_name": "alpine:3",
         "env_vars": {"args": [{"name": "N"}], "secrets": []},
-        "command": ["sh", "-c", recording_script(&file, "0.5")],
+        "command": ["sh", "-c", gated_script(&file, &gate, "0.3")],
         "max_concurrent_runs": 2
     });
     let registered = client
@@ -383,6 +420,7 @@ async fn the_queue_holds_order_and_bound_across_two_replicas_on_postgresql() {
         }
         names.push(answer["name"].as_str().unwrap().to_owned());
     }
+    open_gate(&gate);
     let deadline = Instant::now() + WAIT;
     for (i, name) in names.iter().enumerate() {
         loop {
