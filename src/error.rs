@@ -173,6 +173,12 @@ impl From<StoreError> for ApiError {
                 ErrorKind::ServiceUnavailable,
                 "Redis is unavailable; try again shortly",
             ),
+            // A blip that outlasted the store's own retries (SQLite's lock held past its
+            // busy timeout by a long write, a PostgreSQL restart): the client may retry.
+            StoreError::Database(_) if e.is_transient() => (
+                ErrorKind::ServiceUnavailable,
+                "the database is busy; try again shortly",
+            ),
             StoreError::NotFound => (ErrorKind::NotFound, "not found"),
             StoreError::Conflict(message) => {
                 return ApiError::new(ErrorKind::Conflict, message.clone());
@@ -220,4 +226,31 @@ pub fn query_error(
 /// Rewrites actix's path extractor errors.
 pub fn path_error(err: actix_web::error::PathError, _req: &HttpRequest) -> actix_web::Error {
     ApiError::bad_request(format!("invalid path: {err}")).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::ResponseError;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn database(message: &str) -> StoreError {
+        StoreError::Database(Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn a_busy_database_is_a_503_and_other_database_errors_a_500_without_their_cause() {
+        let busy = ApiError::from(database("database is locked"));
+        assert_eq!(busy.status_code(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            busy.body()["error"],
+            "the database is busy; try again shortly"
+        );
+        let broken = ApiError::from(database("no such column: secret_value"));
+        assert_eq!(broken.status_code(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!broken.body().to_string().contains("secret_value"));
+    }
 }
