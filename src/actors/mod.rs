@@ -40,6 +40,23 @@ pub struct Actors {
     pub ticker: Option<Addr<Ticker>>,
     /// Retention's background purge.
     pub purger: Addr<Purger>,
+    /// The threads of the LogFanout and the Ticker, stopped when the last copy of
+    /// these addresses goes.
+    _threads: Arc<Threads>,
+}
+
+/// Arbiters (threads with an event loop each) that outlive the System that started
+/// them unless stopped: when an app in a process that goes on (the tests start many)
+/// is dropped, its Ticker would otherwise keep syncing against a database that is
+/// gone, every 10 s, for as long as the process lives.
+struct Threads(Vec<ArbiterHandle>);
+
+impl Drop for Threads {
+    fn drop(&mut self) {
+        for arbiter in &self.0 {
+            arbiter.stop();
+        }
+    }
 }
 
 /// How many executions' events are written at once.
@@ -65,8 +82,13 @@ pub fn start(
     let (logs, bus) = (stores.logs.clone(), stores.bus.clone());
     // The LogFanout and the Ticker get threads of their own: a flood of log lines or
     // of status writes must not delay a schedule's fire, and the reverse.
-    let fanout =
-        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| LogFanout::new(logs, bus));
+    let mut threads = Vec::new();
+    let mut thread = || {
+        let handle = Arbiter::new().handle();
+        threads.push(handle.clone());
+        handle
+    };
+    let fanout = Supervisor::start_in_arbiter(&thread(), move |_| LogFanout::new(logs, bus));
     let mailer = {
         let (schedules, logs) = (stores.schedules.clone(), stores.logs.clone());
         let mail = settings.mail.clone();
@@ -131,7 +153,7 @@ pub fn start(
             settings.schedule_sync_interval,
             settings.schedule_misfire_grace,
         );
-        Supervisor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+        Supervisor::start_in_arbiter(&thread(), move |_| {
             Ticker::new(schedules, procs, dispatcher, sync, grace)
         })
     });
@@ -195,5 +217,6 @@ pub fn start(
         cluster,
         ticker,
         purger,
+        _threads: Arc::new(Threads(threads)),
     }
 }

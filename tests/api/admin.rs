@@ -351,3 +351,81 @@ fn an_unreachable_postgres_stops_start_up_with_a_clear_message() {
     );
     std::fs::remove_dir_all(data_dir).unwrap();
 }
+
+/// Connections to `database` other than this one's.
+fn connections_to(database: &str) -> i64 {
+    use diesel::prelude::*;
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let mut admin = diesel::PgConnection::establish(&crate::helpers::postgres_url()).unwrap();
+    diesel::sql_query("SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1")
+        .bind::<diesel::sql_types::Text, _>(database)
+        .get_result::<Count>(&mut admin)
+        .unwrap()
+        .n
+}
+
+/// An app whose System has ended lets go of its database, though the process goes on
+/// (a process that starts many, like this one): no actor thread of it is left holding
+/// the pool or syncing schedules against a database that may be gone.
+#[test]
+fn an_app_whose_system_ended_holds_no_connection_to_its_database() {
+    if !backends().contains(&Backend::Production) {
+        return;
+    }
+    let (settings, data_dir, database, prefix) =
+        crate::helpers::test_settings(Backend::Production, &[]);
+    let database = database.unwrap();
+    let held = {
+        let database = database.clone();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                proctor::store::Db::open(&settings.database)
+                    .unwrap()
+                    .migrate()
+                    .await
+                    .expect("migrate the test database");
+                let app = proctor::app::Application::build(settings)
+                    .await
+                    .expect("the app starts");
+                let url = format!("http://127.0.0.1:{}/ping", app.port());
+                actix_web::rt::spawn(app.run_until_stopped());
+                let ping = reqwest::get(&url).await.unwrap();
+                assert_eq!(ping.status().as_u16(), 200);
+                // The Ticker's first load, after ready, takes a connection of the pool.
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                connections_to(&database)
+            })
+        })
+        .join()
+        .unwrap()
+    };
+    assert!(held > 0, "the running app used its database");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut left = connections_to(&database);
+    while left > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = connections_to(&database);
+    }
+    assert_eq!(
+        left, 0,
+        "connections left 10 s after the app's System ended"
+    );
+    drop_postgres_database(&database);
+    if let Some(prefix) = prefix
+        && let Ok(mut conn) = redis::Client::open(crate::helpers::redis_url().as_str())
+            .and_then(|c| c.get_connection())
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+    let _ = std::fs::remove_dir_all(data_dir);
+}
