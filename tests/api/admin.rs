@@ -415,17 +415,8 @@ fn an_app_whose_system_ended_holds_no_connection_to_its_database() {
         "connections left 10 s after the app's System ended"
     );
     drop_postgres_database(&database);
-    if let Some(prefix) = prefix
-        && let Ok(mut conn) = redis::Client::open(crate::helpers::redis_url().as_str())
-            .and_then(|c| c.get_connection())
-    {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}*"))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
-        }
+    if let Some(prefix) = prefix {
+        crate::helpers::clear_redis_prefix(&prefix);
     }
     let _ = std::fs::remove_dir_all(data_dir);
 }

@@ -13,7 +13,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::fake_kube::{FakeKube, Script};
 use crate::helpers::{
-    TEST_SECRETS_KEY, drop_postgres_database, migrated_postgres_database, numbered, redis_url,
+    TEST_SECRETS_KEY, clear_redis_prefix, drop_postgres_database, migrated_postgres_database,
+    numbered, redis_url,
 };
 use crate::replica::{Replica, TcpProxy, through_proxy, upstream_of};
 
@@ -85,17 +86,7 @@ impl Shared {
 impl Drop for Shared {
     fn drop(&mut self) {
         drop_postgres_database(&self.database);
-        if let Ok(mut conn) =
-            redis::Client::open(redis_url().as_str()).and_then(|c| c.get_connection())
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}*", self.prefix))
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
-        }
+        clear_redis_prefix(&self.prefix);
     }
 }
 

@@ -511,19 +511,24 @@ impl Drop for TestApp {
         if let Some(name) = &self.database_name {
             drop_postgres_database(name);
         }
-        if let Some(prefix) = &self.redis_prefix
-            && let Ok(mut conn) =
-                redis::Client::open(redis_url().as_str()).and_then(|c| c.get_connection())
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{prefix}*"))
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
+        if let Some(prefix) = &self.redis_prefix {
+            clear_redis_prefix(prefix);
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Removes a test's Redis keys (those under `prefix`), if Redis answers.
+pub fn clear_redis_prefix(prefix: &str) {
+    if let Ok(mut conn) = redis::Client::open(redis_url().as_str()).and_then(|c| c.get_connection())
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
     }
 }
 

@@ -14,8 +14,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, TEST_SECRETS_KEY, TestApp, backends, drop_postgres_database, error_message, json_body,
-    migrated_postgres_database, redis_url, register_script, spawn_app, temp_dir,
+    Backend, TEST_SECRETS_KEY, TestApp, backends, clear_redis_prefix, drop_postgres_database,
+    error_message, json_body, migrated_postgres_database, redis_url, register_script, spawn_app,
+    temp_dir,
 };
 use crate::replica::Replica;
 
@@ -364,17 +365,7 @@ impl Drop for TwoReplicas {
     fn drop(&mut self) {
         self.replicas.clear();
         drop_postgres_database(&self.database);
-        if let Ok(mut conn) =
-            redis::Client::open(redis_url().as_str()).and_then(|c| c.get_connection())
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}*", self.prefix))
-                .query(&mut conn)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
-            }
-        }
+        clear_redis_prefix(&self.prefix);
     }
 }
 
